@@ -1,0 +1,250 @@
+"""The ``vitq`` command: quantize, eval, info.
+
+Every user error (unknown model, missing data, bad bits, incompatible checkpoint, existing output) ends in one line
+on stderr and exit status 2, never a traceback, and leaves no partial output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+from .errors import VitqError
+
+EPILOG = """examples:
+  vitq quantize                                   # embedded Fashion-MNIST ViT, w8a8, report on the test set
+  vitq quantize --checkpoint m.safetensors --config m.json --data cifar10/ --preset w4a4 --out runs/w4a4
+  vitq quantize --model deit_small_patch16_224 --pretrained --data imagenet/ --calib-size 256 --out runs/ds
+  vitq eval runs/w4a4 --data cifar10/             # a saved quantized model
+  vitq info runs/w4a4
+"""
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (none given: the embedded Fashion-MNIST ViT)")
+    g.add_argument("--model", help="timm model name (e.g. deit_small_patch16_224); with --checkpoint, its architecture")
+    g.add_argument("--checkpoint", help="weights: .safetensors, .pth/.pt state dict, or a timm training checkpoint")
+    g.add_argument("--config", help="model JSON config ({'cfg': {img_size, patch_size, ...}}); default: the "
+                                    ".json beside --checkpoint")
+    g.add_argument("--pretrained", action="store_true", help="download timm's pretrained weights (needs a network)")
+    g.add_argument("--num-classes", type=int, help="classifier size for a timm model (default: the model's)")
+
+
+def _data_args(p: argparse.ArgumentParser, calib: bool) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help="ImageFolder root (ROOT/<split>/<class>/*) or Fashion-MNIST idx folder "
+                                  "(default for the embedded model: /usr/share/datasets/fashion-mnist)")
+    g.add_argument("--split", help="evaluation split (default: test if present, else val)")
+    g.add_argument("--limit", type=int, help="evaluate on this many images only (class-balanced)")
+    g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
+    g.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    g.add_argument("--seed", type=int, default=0, help="seed for the calibration draw (default 0)")
+    g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+    if calib:
+        g.add_argument("--calib-split", default="train", help="calibration split (default train; when absent, "
+                                                              "images held out of the evaluation split)")
+        g.add_argument("--calib-data", help="another root to calibrate from (default: --data)")
+        g.add_argument("--calib-size", type=int, default=256, help="number of calibration images (default 256)")
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("recipe")
+    g.add_argument("--preset", default="w8a8", help="w8a8, w6a6, w4a8, w4a4 or wXaY (default w8a8)")
+    g.add_argument("--recipe", help="YAML/JSON recipe file (overrides --preset)")
+    g.add_argument("--w-bits", type=int, help="override weight bits (2-8)")
+    g.add_argument("--a-bits", type=int, help="override activation bits (2-8)")
+    g.add_argument("--qkv", choices=["split", "fused"], help="quantize Q, K, V separately (split, default) or "
+                                                             "the fused qkv output as one tensor")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitq", description="Post-training quantization for Vision Transformers.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    q = sub.add_parser("quantize", help="quantize a model, evaluate it next to float, save it and its report",
+                       description="Convert, calibrate and freeze a model, evaluate it next to the float model, "
+                                   "and write the quantized model, report.json and report.md to --out.")
+    _model_args(q)
+    _data_args(q, calib=True)
+    _recipe_args(q)
+    q.add_argument("--out", help="output folder (default runs/<model>-<recipe>)")
+    q.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+    e = sub.add_parser("eval", help="evaluate a float model or a saved quantized model",
+                       description="Top-1/top-5 of a saved quantized model (QUANTIZED_DIR) or of a float model. "
+                                   "With both, also agreement and KL of the quantized model vs the float one.")
+    e.add_argument("quantized", nargs="?", help="folder written by 'vitq quantize --out'")
+    _model_args(e)
+    _data_args(e, calib=False)
+    e.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    i = sub.add_parser("info", help="summarize a model: layers, quantizers, bits",
+                       description="Layers, parameters and quantizers (bits, granularity, state) of a saved "
+                                   "quantized model (QUANTIZED_DIR) or of a float model converted with a recipe.")
+    i.add_argument("quantized", nargs="?", help="folder written by 'vitq quantize --out'")
+    _model_args(i)
+    _recipe_args(i)
+    return parser
+
+
+# ----- helpers ---------------------------------------------------------------------------------------------------
+def _load_float(args):
+    from .models import load_model
+
+    return load_model(args.model, args.checkpoint, args.config, args.pretrained, args.num_classes)
+
+
+def _recipe(args):
+    from dataclasses import replace
+
+    from .config import QuantConfig, preset
+
+    cfg = QuantConfig.from_file(args.recipe) if args.recipe else preset(args.preset)
+    cfg = cfg.with_bits(args.w_bits, args.a_bits) if (args.w_bits or args.a_bits) else cfg
+    if args.w_bits or args.a_bits:
+        cfg = replace(cfg, name=f"{cfg.name}:w{cfg.bits('weight')}a{cfg.bits('activation')}")
+    return replace(cfg, qkv=args.qkv) if args.qkv else cfg
+
+
+def _check_bits(args) -> None:
+    from .primitives import check_bits
+
+    for flag in ("w_bits", "a_bits"):
+        v = getattr(args, flag, None)
+        if v is not None:
+            try:
+                check_bits(v)
+            except VitqError as e:
+                raise VitqError(f"--{flag.replace('_', '-')}: {e}") from None
+
+
+def _device(name: str):
+    import torch
+
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VitqError("--device cuda: no CUDA device is available here")
+    return torch.device(name)
+
+
+def _progress_off(args) -> bool:
+    return args.quiet or not sys.stderr.isatty()
+
+
+# ----- commands --------------------------------------------------------------------------------------------------
+def cmd_quantize(args) -> int:
+    import torch
+
+    from .models import model_name
+    from .pipeline import loaders, quantize_and_report
+
+    _check_bits(args)
+    config = _recipe(args)
+    device = _device(args.device)
+    torch.manual_seed(args.seed)
+    model = _load_float(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{model_name(model)}-{config.name}".replace(":", "-")
+    if out.exists() and not args.force:
+        raise VitqError(f"{out} already exists (use --force to replace it)")
+    calib, val, info = loaders(model, args.data, args.split, args.calib_split, args.calib_data, args.calib_size,
+                               args.limit, args.batch_size, args.workers, args.seed)
+    _, report = quantize_and_report(model, config, calib, val, info, out=out, force=args.force, device=device,
+                                    seed=args.seed, show_progress=not _progress_off(args))
+    print(f"{report['model']} {config.name} ({report['calib_images']} calibration / {report['eval_images']} "
+          f"evaluation images): float top-1 {report['fp_top1']:.2f}%  quantized top-1 {report['q_top1']:.2f}%  "
+          f"(agreement {report['agreement']:.2f}%, KL {report['kl']:.4f})")
+    print(f"wrote {out}/ (model.safetensors, vitq.json, report.json, report.md)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data import default_eval_split, first_subset, make_loader, open_dataset
+    from .evaluate import evaluate
+    from .models import data_config_of
+    from .pipeline import default_data_for
+    from .serialize import load
+
+    device = _device(args.device)
+    has_float = args.model or args.checkpoint
+    qmodel = load(args.quantized) if args.quantized else None
+    fmodel = _load_float(args) if (has_float or qmodel is None) else None
+    model = qmodel if qmodel is not None else fmodel
+    root = Path(args.data) if args.data else default_data_for(model)
+    split = args.split or default_eval_split(root)
+    ds = first_subset(open_dataset(root, split, data_config_of(model)), args.limit)
+    loader = make_loader(ds, args.batch_size, args.workers)
+    model.to(device)
+    if qmodel is not None and fmodel is not None:
+        fmodel.to(device)
+        res = evaluate(qmodel, loader, float_model=fmodel, device=device, show_progress=not _progress_off(args))
+    else:
+        res = evaluate(model, loader, device=device, show_progress=not _progress_off(args))
+    res.update(data=str(root), split=split, model=args.quantized or args.model or args.checkpoint or "default")
+    if args.json:
+        print(json.dumps(res, indent=1))
+    else:
+        line = f"{res['model']} on {root}/{split} ({res['images']} images): top-1 {res['top1']:.2f}%  " \
+               f"top-5 {res['top5']:.2f}%"
+        if "fp_top1" in res:
+            line += f"  | float top-1 {res['fp_top1']:.2f}%  agreement {res['agreement']:.2f}%  KL {res['kl']:.4f}"
+        print(line)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .convert import convert, named_quantizers, quant_modules
+    from .models import model_name
+    from .serialize import load
+
+    if args.quantized:
+        model = load(args.quantized)
+        title = f"{args.quantized} (frozen, recipe {model.vitq_config.name})"
+    else:
+        _check_bits(args)
+        fmodel = _load_float(args)
+        model = convert(fmodel, _recipe(args))
+        title = f"{model_name(fmodel)} converted with {model.vitq_config.name} (not calibrated)"
+    params = sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for n, b in model.named_buffers() if n.endswith("weight_int"))
+    layers = list(quant_modules(model))
+    print(title)
+    print(f"parameters: {params:,}   quant layers: {len(layers)}   qkv: {model.vitq_config.qkv}")
+    kinds: dict[str, int] = {}
+    for _, m in layers:
+        kinds[type(m).__name__] = kinds.get(type(m).__name__, 0) + 1
+    print("layers: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
+    print(f"{'quantizer':56s} {'bits':>4s} {'sym':>5s} {'granularity':12s} {'observer':10s} state")
+    for name, q in named_quantizers(model):
+        if q.enabled:
+            s = q.spec
+            print(f"{name:56s} {s.bits:4d} {str(s.symmetric):>5s} {s.granularity.kind:12s} {s.observer:10s} "
+                  f"{'frozen' if q.frozen else q.state}")
+    off = sum(not q.enabled for _, q in named_quantizers(model))
+    print(f"({off} quantizers left in float not listed)")
+    return 0
+
+
+COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except VitqError as e:
+        print(f"vitq {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vitq {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

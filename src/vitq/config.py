@@ -1,0 +1,228 @@
+"""Quantization configs as frozen dataclasses: a spec per quantizer, chosen by ordered glob rules.
+
+A :class:`QuantConfig` is an ordered list of :class:`QuantRule`. Every quantizer in a converted model has a dotted
+name (``blocks.3.attn.qkv.weight_quantizer``, ``blocks.3.attn.v_quantizer``, ``blocks.3.mlp.fc2.input_quantizer``);
+the first rule whose glob pattern matches the name gives its :class:`QuantSpec`, and a rule with ``spec=None`` (or
+no matching rule) leaves that quantizer off, i.e. in float. ``exclude`` lists module globs that are not converted at
+all. Configs load from YAML or JSON and round-trip through :meth:`QuantConfig.to_dict`.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import VitqError
+from .granularity import Granularity, PerChannel, PerTensor, granularity_from_dict, granularity_to_dict
+from .primitives import check_bits
+
+OBSERVER_NAMES = ("minmax", "ema", "percentile", "mse", "omse")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """How one quantizer quantizes: bit width, symmetry, signedness, granularity and the observer that calibrates it.
+
+    ``signed=None`` decides at freeze time: signed if the observed minimum is negative, else unsigned (so a
+    post-softmax or post-GELU-like non-negative tensor gets all 2**bits levels). ``observer_args`` are keyword
+    arguments of the observer, as a tuple of (name, value) pairs so the spec stays hashable.
+    """
+
+    bits: int = 8
+    symmetric: bool = True
+    granularity: Granularity = PerTensor()
+    observer: str = "minmax"
+    observer_args: tuple[tuple[str, Any], ...] = ()
+    signed: Optional[bool] = None
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        if self.observer not in OBSERVER_NAMES:
+            raise VitqError(f"unknown observer {self.observer!r} (known: {', '.join(OBSERVER_NAMES)})")
+        if not self.symmetric and self.signed:
+            raise VitqError("asymmetric quantization uses unsigned codes; drop signed=True")
+
+    def to_dict(self) -> dict:
+        d = {"bits": self.bits, "symmetric": self.symmetric, "granularity": granularity_to_dict(self.granularity),
+             "observer": self.observer}
+        if self.observer_args:
+            d["observer_args"] = dict(self.observer_args)
+        if self.signed is not None:
+            d["signed"] = self.signed
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantSpec":
+        known = {"bits", "symmetric", "granularity", "observer", "observer_args", "signed"}
+        extra = set(d) - known
+        if extra:
+            raise VitqError(f"unknown spec fields {sorted(extra)} (known: {sorted(known)})")
+        if not isinstance(d, dict):
+            raise VitqError(f"a spec must be a mapping, not {d!r}")
+        return cls(bits=d.get("bits", 8), symmetric=d.get("symmetric", True),
+                   granularity=granularity_from_dict(d.get("granularity", "per_tensor")),
+                   observer=d.get("observer", "minmax"),
+                   observer_args=tuple(sorted(dict(d.get("observer_args", {})).items())), signed=d.get("signed"))
+
+
+@dataclass(frozen=True)
+class QuantRule:
+    """``pattern`` (fnmatch glob on quantizer names) -> ``spec`` (None: leave in float).
+
+    ``role`` (``weight``, ``activation`` or ``fixed``) says which bit override (``--w-bits``/``--a-bits``) applies.
+    """
+
+    pattern: str
+    spec: Optional[QuantSpec]
+    role: str = "activation"
+
+    def to_dict(self) -> dict:
+        return {"pattern": self.pattern, "spec": None if self.spec is None else self.spec.to_dict(), "role": self.role}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantRule":
+        if "pattern" not in d:
+            raise VitqError(f"rule {d} has no 'pattern'")
+        role = d.get("role", "weight" if str(d["pattern"]).endswith("weight_quantizer") else "activation")
+        if role not in ("weight", "activation", "fixed"):
+            raise VitqError(f"rule role must be weight, activation or fixed, not {role!r}")
+        spec = d.get("spec")
+        return cls(d["pattern"], None if spec is None else QuantSpec.from_dict(spec), role)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A whole recipe: ordered rules (first match wins), the qkv mode and the modules left unconverted.
+
+    ``qkv="split"`` gives Q, K and V their own quantizers right after the fused qkv Linear (and the qkv weight's
+    three row blocks their own scales); ``qkv="fused"`` keeps one quantizer over the whole qkv output.
+    """
+
+    rules: tuple[QuantRule, ...]
+    qkv: str = "split"
+    exclude: tuple[str, ...] = ()
+    name: str = "custom"
+
+    def __post_init__(self):
+        if self.qkv not in ("split", "fused"):
+            raise VitqError(f"qkv must be 'split' or 'fused', not {self.qkv!r}")
+
+    def spec_for(self, quantizer_name: str) -> Optional[QuantSpec]:
+        """The spec of the first rule matching ``quantizer_name`` (None when it stays float)."""
+        for rule in self.rules:
+            if fnmatch.fnmatchcase(quantizer_name, rule.pattern):
+                return rule.spec
+        return None
+
+    def excludes(self, module_name: str) -> bool:
+        """True when ``module_name`` must stay a float module."""
+        return any(fnmatch.fnmatchcase(module_name, p) for p in self.exclude)
+
+    def with_bits(self, w_bits: Optional[int] = None, a_bits: Optional[int] = None) -> "QuantConfig":
+        """The same recipe with weight and/or activation bit widths replaced (``fixed`` rules keep theirs)."""
+        bits = {"weight": w_bits, "activation": a_bits}
+        rules = tuple(
+            replace(r, spec=replace(r.spec, bits=bits[r.role])) if r.spec is not None and bits.get(r.role) else r
+            for r in self.rules)
+        return replace(self, rules=rules)
+
+    def bits(self, role: str) -> Optional[int]:
+        """The bit width of the first enabled rule of ``role`` (for reports)."""
+        return next((r.spec.bits for r in self.rules if r.role == role and r.spec is not None), None)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "qkv": self.qkv, "exclude": list(self.exclude),
+                "rules": [r.to_dict() for r in self.rules]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantConfig":
+        if not isinstance(d, dict) or not isinstance(d.get("rules"), list) or \
+                not all(isinstance(r, dict) for r in d["rules"]):
+            raise VitqError("a recipe needs a 'rules' list of {pattern, spec} entries")
+        known = {"name", "qkv", "exclude", "rules"}
+        extra = set(d) - known
+        if extra:
+            raise VitqError(f"unknown recipe fields {sorted(extra)} (known: {sorted(known)})")
+        return cls(rules=tuple(QuantRule.from_dict(r) for r in d["rules"]), qkv=d.get("qkv", "split"),
+                   exclude=tuple(d.get("exclude", ())), name=d.get("name", "custom"))
+
+    @classmethod
+    def from_file(cls, path) -> "QuantConfig":
+        """Load a recipe from a ``.yaml``/``.yml`` or ``.json`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise VitqError(f"recipe file {path} does not exist")
+        text = path.read_text()
+        try:
+            if path.suffix in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            else:
+                data = json.loads(text)
+        except Exception as e:
+            raise VitqError(f"cannot parse recipe {path}: {str(e).splitlines()[0]}") from e
+        cfg = cls.from_dict(data)
+        return cfg if cfg.name != "custom" else replace(cfg, name=path.stem)
+
+    from_yaml = from_file
+    from_json = from_file
+
+
+def basic_rules(w_bits: int, a_bits: int, w_granularity: Granularity = PerChannel(),
+                a_granularity: Granularity = PerTensor(), a_observer: str = "minmax",
+                w_observer: str = "minmax") -> tuple[QuantRule, ...]:
+    """The rule list of the uniform presets.
+
+    * the image entering the patch embedding stays 8-bit (it is 8-bit data);
+    * every Linear/Conv weight: ``w_bits`` symmetric signed, per output channel by default;
+    * every Linear input, Q, K, V and the softmax output: ``a_bits``, asymmetric (unsigned for softmax);
+    * layer outputs and the already-quantized matmul operands stay off (no quantizer runs twice on one tensor).
+    """
+    act = QuantSpec(a_bits, symmetric=False, granularity=a_granularity, observer=a_observer)
+    return (
+        QuantRule("patch_embed.proj.input_quantizer", QuantSpec(8, symmetric=False), "fixed"),
+        QuantRule("*weight_quantizer", QuantSpec(w_bits, True, w_granularity, w_observer), "weight"),
+        QuantRule("*output_quantizer", None),
+        QuantRule("*.matmul_qk.*", None),
+        QuantRule("*.matmul_av.b_quantizer", None),
+        QuantRule("*.matmul_av.a_quantizer", QuantSpec(a_bits, symmetric=True, observer=a_observer)),
+        QuantRule("*input_quantizer", act),
+        QuantRule("*[qkv]_quantizer", act),
+    )
+
+
+PRESETS = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8), "w4a4": (4, 4)}
+
+
+def preset(name: str, w_bits: Optional[int] = None, a_bits: Optional[int] = None, **kwargs) -> QuantConfig:
+    """A named preset (``w8a8``, ``w6a6``, ``w4a8``, ``w4a4``, or ``wXaY`` for any bits 2..8), optionally with
+    other bits. Keyword arguments go to :func:`basic_rules` (granularities, observers) or QuantConfig (``qkv``)."""
+    bits = PRESETS.get(name)
+    if bits is None:
+        import re
+
+        m = re.fullmatch(r"w(\d)a(\d)", name)
+        if not m:
+            raise VitqError(f"unknown preset {name!r} (known: {', '.join(PRESETS)}, or wXaY)")
+        bits = (int(m.group(1)), int(m.group(2)))
+    w, a = w_bits or bits[0], a_bits or bits[1]
+    qkv = kwargs.pop("qkv", "split")
+    label = f"w{w}a{a}" if (w, a) != bits else name
+    return QuantConfig(rules=basic_rules(w, a, **kwargs), qkv=qkv, name=label)
+
+
+def resolve_config(config) -> QuantConfig:
+    """Accept a QuantConfig, a preset name, a dict, or a path to a YAML/JSON recipe."""
+    if isinstance(config, QuantConfig):
+        return config
+    if isinstance(config, dict):
+        return QuantConfig.from_dict(config)
+    if isinstance(config, (str, Path)):
+        s = str(config)
+        if s.endswith((".yaml", ".yml", ".json")):
+            return QuantConfig.from_file(s)
+        return preset(s)
+    raise VitqError(f"cannot use {type(config).__name__} as a quantization config")

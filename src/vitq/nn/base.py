@@ -1,0 +1,96 @@
+"""QuantModule: the base of every vitq layer, and the weight-holding base of QuantLinear and QuantConv2d.
+
+The one rule it enforces is finding 2 of the design notes, *never quantize a weight twice*: ``freeze()`` quantizes
+the float weight exactly once, stores the integer codes (``weight_int``, a persistent buffer) and replaces
+``weight`` by its dequantized copy (a non-persistent buffer rebuilt from the codes on load). Forward always reads
+``self.weight``; nothing ever rounds it again. A second ``freeze()`` raises.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import VitqError
+from ..primitives import int_dtype
+from ..quantizer import Quantizer
+
+
+class QuantModule(nn.Module):
+    """Base of vitq layers: owns :class:`Quantizer` children and freezes them once."""
+
+    is_frozen: bool = False
+
+    def own_quantizers(self) -> list[tuple[str, Quantizer]]:
+        """The quantizers that belong to this module itself (not to quant submodules)."""
+        return [(n, m) for n, m in self.named_children() if isinstance(m, Quantizer)]
+
+    def freeze(self) -> None:
+        """Fix the qparams of this module's own activation quantizers (weights: see QuantWeightModule)."""
+        if self.is_frozen:
+            raise VitqError(f"{type(self).__name__} is already frozen: a model is frozen exactly once")
+        for name, q in self.own_quantizers():
+            if not q.is_weight:
+                try:
+                    q.freeze()
+                except VitqError as e:
+                    raise VitqError(f"{name}: {e}") from None
+        self.is_frozen = True
+
+    def prepare_frozen_layout(self) -> None:
+        """Give this (converted, unfrozen) module the buffer layout of a frozen one, before loading a state dict."""
+        self.is_frozen = True
+
+    def finish_load(self) -> None:
+        """Rebuild derived state after a frozen state dict was loaded."""
+
+
+class QuantWeightModule(QuantModule):
+    """A layer with one weight: input, weight and output quantizers; the weight is frozen to integers once."""
+
+    def _init_quantizers(self) -> None:
+        self.input_quantizer = Quantizer(channel_axis=-1)
+        self.weight_quantizer = Quantizer(channel_axis=0, is_weight=True)
+        self.output_quantizer = Quantizer(channel_axis=-1)
+
+    @property
+    def weight_is_quantized(self) -> bool:
+        return "weight_int" in self._buffers
+
+    def freeze(self) -> None:
+        super().freeze()
+        wq = self.weight_quantizer
+        if not wq.enabled:
+            return
+        w = self.weight.detach()
+        wq.observe_tensor(w)
+        wq.freeze()
+        codes = wq.quantize_int(w)
+        qmin, qmax = (int(v) for v in wq.qrange)
+        del self.weight  # the float Parameter goes; only codes + scale remain
+        self.register_buffer("weight_int", codes.to(int_dtype(qmin, qmax)))
+        self.finish_load()
+
+    def prepare_frozen_layout(self) -> None:
+        super().prepare_frozen_layout()
+        if self.weight_quantizer.enabled:
+            del self.weight
+            self.register_buffer("weight_int", torch.empty(0, dtype=torch.int8))
+
+    def finish_load(self) -> None:
+        if self.weight_is_quantized:
+            # Dequantized once from the stored codes; forward reads it, never re-rounds it.
+            self.register_buffer("weight", self.weight_quantizer.dequantize_int(self.weight_int.float()),
+                                 persistent=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "weight_int"
+        if key in state_dict and "weight_int" in self._buffers:
+            self._buffers["weight_int"] = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_quantizer(self.op(self.input_quantizer(x), self.weight, self.bias))
+
+    def op(self, x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+        """The float operation (F.linear, F.conv2d) on already-quantized operands."""
+        raise NotImplementedError

@@ -1,0 +1,138 @@
+"""The end-to-end jobs behind the CLI, callable from Python: data loaders for a model, and quantize-and-report.
+
+    model = vitq.load_model("deit_small_patch16_224", pretrained=True)
+    calib, val = vitq.loaders(model, "/data/imagenet", calib_size=256)
+    qmodel = vitq.quantize(model, "w8a8", calib=calib)
+    print(vitq.evaluate(qmodel, val, float_model=model))
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from .calibrate import calibrate, freeze
+from .config import QuantConfig
+from .convert import convert
+from .data import default_eval_split, first_subset, make_loader, open_dataset, random_subset
+from .errors import VitqError
+from .evaluate import evaluate
+from .models import DEFAULT_DATA, data_config_of, model_name
+from .report import coverage, write_report
+from .serialize import save
+
+
+@dataclass
+class DataInfo:
+    """Where calibration and evaluation images came from (recorded in reports)."""
+
+    data: str
+    split: str
+    calib_data: str
+    calib_split: str
+    calib_images: int
+    eval_images: int
+
+
+def default_data_for(model: nn.Module) -> Path:
+    """The data root used when none is given: Fashion-MNIST for the embedded default model only."""
+    if (getattr(model, "vitq_source", {}) or {}).get("name") == "fmnist_vit_tiny":
+        return DEFAULT_DATA
+    raise VitqError("--data is required for this model (an ImageFolder root or a Fashion-MNIST idx folder)")
+
+
+def loaders(model: nn.Module, data=None, split: Optional[str] = None, calib_split: str = "train",
+            calib_data=None, calib_size: int = 256, limit: Optional[int] = None, batch_size: int = 64,
+            workers: int = 0, seed: int = 0) -> tuple[DataLoader, DataLoader, DataInfo]:
+    """Calibration and evaluation loaders with ``model``'s preprocessing.
+
+    Calibration images are ``calib_size`` images drawn with ``seed`` from ``calib_split`` of ``calib_data``
+    (default: the same root). When that split does not exist (an ImageNet ``val/``-only folder), they are drawn
+    from the evaluation split instead and held out of the evaluation, so no image is used for both.
+    """
+    cfg = data_config_of(model)
+    root = Path(data) if data is not None else default_data_for(model)
+    split = split or default_eval_split(root)
+    eval_set = open_dataset(root, split, cfg)
+    calib_root = Path(calib_data) if calib_data is not None else root
+    held_out = False
+    try:
+        calib_pool = open_dataset(calib_root, calib_split, cfg)
+    except VitqError:
+        if calib_data is not None or calib_split != "train":
+            raise
+        calib_pool, held_out = eval_set, True
+    calib_set = random_subset(calib_pool, calib_size, seed)
+    if held_out:
+        taken = set(calib_set.indices) if isinstance(calib_set, Subset) else set(range(len(calib_pool)))
+        rest = [i for i in range(len(eval_set)) if i not in taken]
+        if not rest:
+            raise VitqError(f"{root}/{split} is too small to hold out {calib_size} calibration images")
+        eval_set = Subset(eval_set, rest)
+        eval_set.targets = [eval_set.dataset.targets[i] for i in rest]
+    eval_set = first_subset(eval_set, limit)
+    info = DataInfo(str(root), split, str(calib_root), f"{split} (held out)" if held_out else calib_split,
+                    len(calib_set), len(eval_set))
+    return (make_loader(calib_set, batch_size, workers), make_loader(eval_set, batch_size, workers), info)
+
+
+@contextmanager
+def staged_output(out, force: bool = False) -> Iterator[Path]:
+    """Write into a hidden sibling folder and move it to ``out`` only on success: a failed run leaves nothing,
+    and an existing ``out`` is replaced only with ``force``."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise VitqError(f"{out} already exists (use --force to replace it)")
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    tmp.rename(out)
+
+
+def quantize_and_report(model: nn.Module, config: QuantConfig, calib: DataLoader, val: DataLoader,
+                        info: DataInfo, out=None, force: bool = False, device=None, seed: int = 0,
+                        show_progress: bool = True) -> tuple[nn.Module, dict]:
+    """Convert, calibrate, freeze, evaluate next to the float model, and (with ``out``) save model and reports."""
+    device = torch.device(device) if device is not None else None
+    t0 = time.perf_counter()
+    qmodel = convert(model, config)
+    if device is not None:
+        qmodel.to(device)
+        model.to(device)
+    calibrate(qmodel, calib, device=device, show_progress=show_progress)
+    freeze(qmodel)
+    seconds_calibrate = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = evaluate(qmodel, val, float_model=model, device=device, show_progress=show_progress)
+    seconds_eval = time.perf_counter() - t0
+    report = {
+        "model": model_name(model), "recipe": config.name, "qkv": config.qkv,
+        "w_bits": config.bits("weight"), "a_bits": config.bits("activation"),
+        "calib_images": info.calib_images, "eval_images": res["images"],
+        "fp_top1": res["fp_top1"], "q_top1": res["top1"], "fp_top5": res["fp_top5"], "q_top5": res["top5"],
+        "agreement": res["agreement"], "kl": res["kl"],
+        "seconds_calibrate": seconds_calibrate, "seconds_eval": seconds_eval,
+        "throughput_ratio": res["fp_seconds"] / max(res["seconds"], 1e-9),
+        "data": info.data, "split": info.split, "calib_data": info.calib_data, "calib_split": info.calib_split,
+        "seed": seed, "device": str(device or "cpu"), "torch": torch.__version__,
+        "coverage": coverage(qmodel), "config": config.to_dict(),
+    }
+    if out is not None:
+        with staged_output(out, force) as tmp:
+            save(qmodel.cpu(), tmp, extra={"report": {k: v for k, v in report.items() if k != "config"}})
+            write_report(tmp, report)
+    return qmodel, report

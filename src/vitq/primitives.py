@@ -1,0 +1,126 @@
+"""Pure tensor functions of uniform affine quantization. Modules call these; none re-implements them.
+
+Conventions (the same as ``torch.ao``): ``q = clamp(round(x * (1 / scale)) + zero_point, qmin, qmax)`` and
+``x_hat = (q - zero_point) * scale``. ``round`` is round-half-to-even. Integer values are carried in float tensors
+inside the math (exact for |q| < 2**24) and converted to an integer dtype only for storage.
+
+* symmetric, signed:   qmin = -2**(b-1), qmax = 2**(b-1) - 1, zero_point = 0, scale = max|x| / qmax
+* symmetric, unsigned: qmin = 0, qmax = 2**b - 1, zero_point = 0, scale = max(x) / qmax (for x >= 0)
+* asymmetric:          qmin = 0, qmax = 2**b - 1, scale = (max - min) / (2**b - 1), zero_point = round(-min / scale)
+  (the range is widened to contain 0 so that 0 is exact, as zero padding and ReLU/GELU zeros need)
+"""
+from __future__ import annotations
+
+import torch
+
+from .errors import VitqError
+
+MIN_BITS, MAX_BITS = 2, 8
+# Smallest scale: an all-zero (or constant-zero) group gets this instead of 0, so x / scale never divides by zero.
+EPS = torch.finfo(torch.float32).eps
+
+
+def check_bits(bits: int) -> int:
+    """``bits`` as an int in [2, 8], else a VitqError."""
+    if not isinstance(bits, int) or isinstance(bits, bool) or not MIN_BITS <= bits <= MAX_BITS:
+        raise VitqError(f"bits must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
+    return bits
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """The integer range (qmin, qmax) of a ``bits``-bit signed or unsigned code."""
+    check_bits(bits)
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+
+
+def qparams_from_minmax(min_val: torch.Tensor, max_val: torch.Tensor, bits: int, symmetric: bool,
+                        signed: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero point (float tensors, same shape as ``min_val``) covering [min_val, max_val].
+
+    Raises VitqError on NaN or infinite statistics instead of returning a NaN scale.
+    """
+    if not (torch.isfinite(min_val).all() and torch.isfinite(max_val).all()):
+        raise VitqError("cannot compute a scale from NaN or infinite statistics")
+    qmin, qmax = qrange(bits, signed)
+    min_val = torch.minimum(min_val, torch.zeros_like(min_val))
+    max_val = torch.maximum(max_val, torch.zeros_like(max_val))
+    if symmetric:
+        if signed:
+            scale = torch.maximum(-min_val, max_val) / qmax
+        else:
+            scale = max_val / qmax
+        scale = scale.clamp_min(EPS)
+        zero_point = torch.zeros_like(scale)
+    else:
+        scale = ((max_val - min_val) / (qmax - qmin)).clamp_min(EPS)
+        zero_point = (qmin - torch.round(min_val / scale)).clamp(qmin, qmax)
+    return scale, zero_point
+
+
+def quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """Integer codes of ``x`` (in x's float dtype): ``clamp(round(x * (1 / scale)) + zero_point, qmin, qmax)``.
+
+    Multiplying by the float32 reciprocal (rather than dividing) is what PyTorch's fused fake-quant kernels do, so
+    this function, :func:`fake_quantize` and those kernels agree bit for bit.
+    """
+    return torch.clamp(torch.round(x * (1.0 / scale)) + zero_point, qmin, qmax)
+
+
+def dequantize(q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
+    """Real values of integer codes ``q``: ``(q - zero_point) * scale``."""
+    return (q.to(scale.dtype) - zero_point) * scale
+
+
+class _FakeQuantize(torch.autograd.Function):
+    """Quantize-dequantize with a straight-through gradient (passed where x was inside the clipping range)."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zero_point, qmin, qmax):
+        q = torch.round(x * (1.0 / scale)) + zero_point
+        ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        return (torch.clamp(q, qmin, qmax) - zero_point) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside, None, None, None, None
+
+
+def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                  qmax: int) -> torch.Tensor:
+    """``dequantize(quantize(x))`` in one step, differentiable w.r.t. x by the straight-through estimator.
+
+    Equal to ``dequantize(quantize(x, ...), ...)`` and to PyTorch's ``fake_quantize_per_*_affine`` kernels.
+    Without autograd it runs as four in-place passes, folding the zero point into the clamp bounds:
+    ``clamp(round(x / s), qmin - z, qmax - z) * s``, exact because every intermediate is an integer-valued float.
+    """
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FakeQuantize.apply(x, scale, zero_point, qmin, qmax)
+    if scale.numel() == 1:  # per-tensor: scalar bounds take the fast clamp kernel
+        zp = float(zero_point)
+        y = x * float(1.0 / scale)  # the float32 reciprocal, as a Python scalar: same value, faster kernel
+        y.round_()
+        y.clamp_(qmin - zp, qmax - zp)
+        return y.mul_(float(scale))
+    y = x * (1.0 / scale)
+    y.round_()
+    y.clamp_(qmin - zero_point, qmax - zero_point)
+    return y.mul_(scale)
+
+
+def int_dtype(qmin: int, qmax: int) -> torch.dtype:
+    """The smallest integer dtype that stores codes in [qmin, qmax]: int8 or uint8 (int16 otherwise)."""
+    if qmin >= -128 and qmax <= 127:
+        return torch.int8
+    if qmin >= 0 and qmax <= 255:
+        return torch.uint8
+    return torch.int16
+
+
+def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10 log10(sum(ref^2) / sum((ref - approx)^2)); inf when equal."""
+    noise = (reference.double() - approx.double()).pow(2).sum()
+    signal = reference.double().pow(2).sum()
+    if noise == 0:
+        return float("inf")
+    return float(10 * torch.log10(signal / noise))
