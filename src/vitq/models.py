@@ -149,6 +149,8 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, con
     """
     if checkpoint is not None:
         ckpt = Path(checkpoint)
+        if not ckpt.is_file():
+            raise VitqError(f"checkpoint {ckpt} does not exist")
         if config is None and name is None and ckpt.with_suffix(".json").is_file():
             config = str(ckpt.with_suffix(".json"))
         if config is not None:
