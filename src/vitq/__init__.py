@@ -5,6 +5,7 @@
     print(vitq.evaluate(qmodel, val_loader, float_model=model))
     vitq.save(qmodel, "out/")                                   # vitq.load("out/") is bit-exact
 """
+from .analysis import analyze
 from .calibrate import calibrate, calibration, freeze, is_frozen, quantize, set_quantizers
 from .config import QuantConfig, QuantRule, QuantSpec, preset
 from .convert import Registry, convert, default_registry, named_quantizers, quant_modules
@@ -19,7 +20,7 @@ from .serialize import load, save
 __version__ = "0.1.0"
 
 __all__ = [
-    "PerBlock", "PerChannel", "PerGroup", "PerHead", "PerTensor", "PerToken", "QuantConfig", "QuantRule",
+    "analyze", "PerBlock", "PerChannel", "PerGroup", "PerHead", "PerTensor", "PerToken", "QuantConfig", "QuantRule",
     "QuantSpec", "Quantizer", "Registry", "VitqError", "calibrate", "calibration", "convert", "default_registry",
     "evaluate", "freeze", "load_model", "loaders", "is_frozen", "load", "named_quantizers", "preset", "quant_modules", "quantize", "save",
     "set_quantizers",

@@ -1,4 +1,4 @@
-"""The ``vitq`` command: quantize, eval, info.
+"""The ``vitq`` command: quantize, analyze, eval, info.
 
 Every user error (unknown model, missing data, bad bits, incompatible checkpoint, existing output) ends in one line
 on stderr and exit status 2, never a traceback, and leaves no partial output.
@@ -17,6 +17,7 @@ EPILOG = """examples:
   vitq quantize                                   # embedded Fashion-MNIST ViT, w8a8, report on the test set
   vitq quantize --checkpoint m.safetensors --config m.json --data cifar10/ --preset w4a4 --out runs/w4a4
   vitq quantize --model deit_small_patch16_224 --pretrained --data imagenet/ --calib-size 256 --out runs/ds
+  vitq analyze --checkpoint m.safetensors --data cifar10/ --preset w4a4 --out runs/w4a4-analysis
   vitq eval runs/w4a4 --data cifar10/             # a saved quantized model
   vitq info runs/w4a4
 """
@@ -81,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(e)
     _data_args(e, calib=False)
     e.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    a = sub.add_parser("analyze", help="explain where the quantization error comes from (HTML report)",
+                       description="Quantize a model and write report.html (plots embedded) and analysis.json: "
+                                   "per-quantizer/layer/block error, block ablation, distributions, split vs fused "
+                                   "QKV, double quantization, per-tensor vs per-channel vs per-token, and a "
+                                   "sensitivity ranking of layers.")
+    _model_args(a)
+    _data_args(a, calib=True)
+    _recipe_args(a)
+    a.set_defaults(limit=1000)
+    a.add_argument("--probe-images", type=int, default=128,
+                   help="images used for tensor statistics and the sensitivity ranking (default 128)")
+    a.add_argument("--out", help="output folder (default runs/<model>-<recipe>-analysis)")
+    a.add_argument("--force", action="store_true", help="replace an existing output folder")
 
     i = sub.add_parser("info", help="summarize a model: layers, quantizers, bits",
                        description="Layers, parameters and quantizers (bits, granularity, state) of a saved "
@@ -160,6 +175,33 @@ def cmd_quantize(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    import torch
+
+    from .analysis import analyze
+    from .models import model_name
+    from .pipeline import loaders
+
+    _check_bits(args)
+    config = _recipe(args)
+    _device(args.device)
+    torch.manual_seed(args.seed)
+    model = _load_float(args)
+    out = Path(args.out) if args.out else Path("runs") / f"{model_name(model)}-{config.name}-analysis".replace(
+        ":", "-")
+    if out.exists() and not args.force:
+        raise VitqError(f"{out} already exists (use --force to replace it)")
+    calib, val, info = loaders(model, args.data, args.split, args.calib_split, args.calib_data, args.calib_size,
+                               args.limit, args.batch_size, args.workers, args.seed)
+    a = analyze(model, config, calib, val, out=out, force=args.force, probe_images=args.probe_images,
+                show_progress=not _progress_off(args),
+                info={"data": info.data, "split": info.split, "calib_split": info.calib_split, "seed": args.seed})
+    for line in a["advice"]:
+        print(line)
+    print(f"wrote {out}/report.html and analysis.json ({a['summary']['seconds']:.0f} s)")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .data import default_eval_split, first_subset, make_loader, open_dataset
     from .evaluate import evaluate
@@ -227,7 +269,7 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"quantize": cmd_quantize, "eval": cmd_eval, "info": cmd_info}
+COMMANDS = {"quantize": cmd_quantize, "analyze": cmd_analyze, "eval": cmd_eval, "info": cmd_info}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
