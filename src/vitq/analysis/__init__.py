@@ -55,11 +55,14 @@ def _advice(a: dict) -> list[str]:
                      f"{sf['fused']['top1']:.2f}% fused.")
     recs = a["granularity"]
     better = [n for n, r in recs.items() if r["recommended"] != "per_tensor"]
-    lines.append(f"{len(better)} of {len(recs)} activation quantizers gain more than 1 dB from a finer granularity"
-                 + (f" (e.g. {better[0]}: {recs[better[0]]['recommended']}, +{recs[better[0]]['gain_db']:.1f} dB)"
-                    if better else "") + ".")
+    if recs:
+        best = max(recs, key=lambda n: recs[n]["gain_db"])
+        lines.append(f"{len(better)} of {len(recs)} activation quantizers gain more than 1 dB from per-channel scales"
+                     + (f" (most: {best}, +{recs[best]['gain_db']:.1f} dB)" if better else "")
+                     + "; per-channel activation scales need folding to deploy.")
     dq = f["double_quantization"]
-    lines.append(f"{len(dq['on_grid_layers'])} weight tensors already lie on a quantization grid"
+    lines.append(f"{len(dq['on_grid_layers'])} weight tensors already lie on a quantization grid; a second "
+                 f"quantization on another grid would cost {dq['mean_loss_db']:.2f} dB of weight SQNR"
                  + (" (the checkpoint was quantized before: do not quantize it again)" if dq["on_grid_layers"] else "")
                  + ".")
     return lines

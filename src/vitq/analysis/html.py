@@ -73,20 +73,21 @@ def render(a: dict, figs: dict) -> str:
     parts.append(f"<p>Weights of the given model already on a quantization grid: "
                  f"<b>{len(dq['on_grid_layers'])}</b> of {len(dq['layers'])} layers"
                  f"{' (' + html.escape(', '.join(dq['on_grid_layers'][:8])) + ')' if dq['on_grid_layers'] else ''}."
-                 f" Quantizing a weight a second time with a freshly searched grid costs on average "
+                 f" Quantizing a weight a second time on a different grid of the same bits (the other granularity) "
+                 f"costs on average "
                  f"<b>{dq['mean_loss_db']:.2f} dB</b> of weight SQNR; vitq quantizes each weight exactly once and "
                  "refuses a second freeze.</p>")
     parts.append("<details><summary>per layer</summary>" + table(
-        ["layer", "bits", "on grid", "SQNR once (dB)", "SQNR twice (dB)", "loss (dB)"],
-        [[r["layer"], r["bits"], r["on_grid"], r["sqnr_once_db"], r["sqnr_twice_db"], r["loss_db"]]
+        ["layer", "bits", "on grid", "second grid", "SQNR once (dB)", "SQNR twice (dB)", "loss (dB)"],
+        [[r["layer"], r["bits"], r["on_grid"], r["second_grid"], r["sqnr_once_db"], r["sqnr_twice_db"], r["loss_db"]]
          for r in dq["layers"]]) + "</details>")
     parts.append("<h3>3. Per-tensor vs per-channel vs per-token</h3>")
     g = a["granularity"]
     counts = {}
     for r in g.values():
         counts[r["recommended"]] = counts.get(r["recommended"], 0) + 1
-    parts.append(f"<p>Recommended granularity per activation quantizer (per-tensor unless another gains more than "
-                 f"1 dB): {html.escape(', '.join(f'{k}: {v}' for k, v in sorted(counts.items())))}. "
+    parts.append(f"<p>Recommended static granularity per activation quantizer (per-tensor unless per-channel gains "
+                 f"more than 1 dB): {html.escape(', '.join(f'{k}: {v}' for k, v in sorted(counts.items())))}. "
                  "Full table in <a href='#granularity'>Granularity</a>.</p>")
 
     parts.append("<h2 id='sensitivity'>Sensitivity ranking</h2>")
@@ -117,9 +118,13 @@ def render(a: dict, figs: dict) -> str:
 
     parts.append("<h2 id='granularity'>Granularity per activation quantizer</h2>")
     parts.append(img(figs["granularity"], "granularity"))
-    parts.append(table(["quantizer", "per-tensor", "per-channel", "per-token", "recommended", "gain (dB)"],
+    parts.append("<p>SQNR (dB) of each activation quantizer's output on float inputs under each granularity "
+                 "(per-tensor and per-channel calibrated with the recipe's observer; per-token dynamic).</p>")
+    parts.append(table(["quantizer", "per-tensor", "per-channel", "per-token", "recommended", "gain (dB)",
+                        "per-token gain (dB)"],
                        [[n, r["sqnr_db"].get("per_tensor"), r["sqnr_db"].get("per_channel"),
-                         r["sqnr_db"].get("per_token"), r["recommended"], r["gain_db"]] for n, r in g.items()]))
+                         r["sqnr_db"].get("per_token"), r["recommended"], r["gain_db"], r["per_token_gain_db"]]
+                        for n, r in g.items()]))
 
     parts.append("<h2 id='distributions'>Distributions</h2>")
     for title, b64 in figs["distributions"].items():

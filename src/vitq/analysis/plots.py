@@ -21,7 +21,7 @@ def _plt():
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80)
     _plt().close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
@@ -29,7 +29,8 @@ def _png(fig) -> str:
 def _grid(n: int, cols: int = 4):
     plt = _plt()
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False,
+                             layout="constrained")
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat)
@@ -42,7 +43,7 @@ def _num(v) -> float:
 def blocks_figure(blocks: dict, ablation: list[dict], fp_top1: float, q_top1: float) -> str:
     """Block output SQNR (accumulated) and the block ablation curves."""
     plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
     names = list(blocks)
     a.plot(range(len(names)), [_num(blocks[n]["sqnr_db"]) for n in names], "o-")
     a.set(xlabel="block", ylabel="output SQNR (dB)", title="Block output error, everything upstream quantized")
@@ -60,7 +61,7 @@ def blocks_figure(blocks: dict, ablation: list[dict], fp_top1: float, q_top1: fl
 def layers_figure(layers: dict) -> str:
     """Local vs accumulated output SQNR of every quant layer, in model order."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(12, 3.6))
+    fig, ax = plt.subplots(figsize=(12, 3.6), layout="constrained")
     names = list(layers)
     ax.plot([_num(layers[n]["local"]["sqnr_db"]) for n in names], ".-", label="local (float input)")
     ax.plot([_num(layers[n]["accumulated"]["sqnr_db"]) for n in names], ".-", label="accumulated")
@@ -87,7 +88,10 @@ def distribution_figures(samples: dict[str, torch.Tensor]) -> dict[str, str]:
         fig, axes = _grid(len(order))
         for ax, b in zip(axes, order):
             for label, t in per_block[b].items():
-                ax.hist(t.float().numpy(), bins=120, histtype="step", log=True, label=label)
+                counts, edges = torch.histogram(t.float(), bins=120)
+                ax.stairs(counts.numpy(), edges.numpy(), label=label)
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_locator(_plt().NullLocator())
             ax.set_title(b, fontsize=8)
             ax.tick_params(labelsize=7)
             if len(per_block[b]) > 1:
@@ -122,7 +126,7 @@ def channel_figures(channel_minmax: dict) -> dict[str, str]:
 def sensitivity_figure(rows: list[dict], top: int = 20) -> str:
     plt = _plt()
     rows = rows[:top]
-    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1))
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1), layout="constrained")
     ax.barh([r["layer"] for r in rows][::-1], [r["kl"] for r in rows][::-1])
     ax.set(xlabel="KL(float || only this layer quantized)", title=f"Most sensitive layers (top {len(rows)})")
     ax.tick_params(labelsize=7)
@@ -139,7 +143,7 @@ def granularity_figure(recs: dict[str, dict]) -> str:
             if math.isfinite(v):
                 groups[role][g].append(v)
     roles = list(groups)
-    fig, ax = plt.subplots(figsize=(12, 3.8))
+    fig, ax = plt.subplots(figsize=(12, 3.8), layout="constrained")
     width = 0.27
     for k, g in enumerate(("per_tensor", "per_channel", "per_token")):
         vals = [sum(groups[r][g]) / len(groups[r][g]) if groups[r][g] else 0.0 for r in roles]

@@ -14,6 +14,7 @@ from torch import nn
 from ..calibrate import quantize
 from ..config import QuantSpec
 from ..convert import named_quantizers
+from ..granularity import PerChannel, PerTensor
 from ..observers import make_observer
 from ..primitives import fake_quantize
 from ..progress import progress
@@ -124,8 +125,10 @@ def _on_grid(w: torch.Tensor, spec: QuantSpec) -> bool:
 
 def double_quantization(float_model: nn.Module, qmodel: nn.Module) -> dict:
     """Detect weights of the *given* model that already lie on a quantization grid, and measure what quantizing
-    twice costs: the recipe's weight quantization once, vs once more on top with a freshly searched grid (an MSE
-    observer, as a second tool choosing its own scales would), as SQNR against the float weight."""
+    twice costs: the recipe's weight quantization once, vs once more on top with a grid of the same bits but the
+    other granularity (per-tensor after per-channel, else per-channel), as a second tool with its own defaults
+    would; both as SQNR against the float weight. (Re-quantizing on the *same* grid changes nothing: codes are
+    fixed points. The damage comes from a second, different grid.)"""
     fmods = dict(float_model.named_modules())
     rows = []
     for name, q in named_quantizers(qmodel):
@@ -135,11 +138,12 @@ def double_quantization(float_model: nn.Module, qmodel: nn.Module) -> dict:
         w = fmods[layer].weight.detach().float()
         spec = q.spec
         once = _fq_once(w, spec)
-        twice = _fq_once(once, replace(spec, observer="mse", observer_args=(("grid", 20), ("p", 2.0))))
+        other = PerChannel() if isinstance(spec.granularity, PerTensor) else PerTensor()
+        twice = _fq_once(once, replace(spec, granularity=other, observer="minmax", observer_args=()))
         s1, s2 = ErrorStats(), ErrorStats()
         s1.update(w, once)
         s2.update(w, twice)
-        rows.append({"layer": layer, "bits": spec.bits, "on_grid": _on_grid(w, spec),
+        rows.append({"layer": layer, "bits": spec.bits, "on_grid": _on_grid(w, spec), "second_grid": other.kind,
                      "sqnr_once_db": s1.sqnr_db, "sqnr_twice_db": s2.sqnr_db,
                      "loss_db": s1.sqnr_db - s2.sqnr_db})
     on_grid = [r["layer"] for r in rows if r["on_grid"]]
@@ -156,14 +160,16 @@ def _fq_once(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
 
 
 def recommend(gran: dict[str, dict]) -> dict[str, dict]:
-    """Per activation quantizer: the granularity to use. Per-tensor unless another gains more than 1 dB: per-channel
-    activation scales and dynamic per-token scales cost deployability (no standard INT8 kernel takes per-channel
-    activation scales without folding them into the previous layer), so they must earn it."""
+    """Per activation quantizer: the static granularity to freeze. Per-tensor unless per-channel gains more than
+    1 dB: per-channel activation scales cost deployability (standard INT8 kernels take one activation scale, so
+    channel scales must be folded into the previous layer), so they must earn it. The gain of dynamic per-token
+    scales (computed at run time, no calibration) is reported beside it."""
     out = {}
     for name, d in gran.items():
         sq = {k: float(v["sqnr_db"]) for k, v in d.items()}  # float() also reads the "inf" strings
-        best = max(sq, key=sq.get)
-        gain = sq[best] - sq.get("per_tensor", sq[best])
-        choice = best if gain > 1.0 else "per_tensor"
-        out[name] = {"sqnr_db": sq, "recommended": choice, "gain_db": sq[choice] - sq.get("per_tensor", sq[choice])}
+        base = sq.get("per_tensor", float("nan"))
+        pc_gain = sq.get("per_channel", base) - base
+        choice = "per_channel" if pc_gain > 1.0 else "per_tensor"
+        out[name] = {"sqnr_db": sq, "recommended": choice, "gain_db": sq[choice] - base,
+                     "per_token_gain_db": sq.get("per_token", base) - base}
     return out
