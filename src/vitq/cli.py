@@ -61,6 +61,15 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
                                                              "the fused qkv output as one tensor")
 
 
+def _job_args(p: argparse.ArgumentParser, default_out: str) -> None:
+    """Flags of the commands that quantize a model on data and write a folder (quantize, analyze)."""
+    _model_args(p)
+    _data_args(p, calib=True)
+    _recipe_args(p)
+    p.add_argument("--out", help=f"output folder (default {default_out})")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitq", description="Post-training quantization for Vision Transformers.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,11 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("quantize", help="quantize a model, evaluate it next to float, save it and its report",
                        description="Convert, calibrate and freeze a model, evaluate it next to the float model, "
                                    "and write the quantized model, report.json and report.md to --out.")
-    _model_args(q)
-    _data_args(q, calib=True)
-    _recipe_args(q)
-    q.add_argument("--out", help="output folder (default runs/<model>-<recipe>)")
-    q.add_argument("--force", action="store_true", help="replace an existing output folder")
+    _job_args(q, "runs/<model>-<recipe>")
 
     e = sub.add_parser("eval", help="evaluate a float model or a saved quantized model",
                        description="Top-1/top-5 of a saved quantized model (QUANTIZED_DIR) or of a float model. "
@@ -88,14 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "per-quantizer/layer/block error, block ablation, distributions, split vs fused "
                                    "QKV, double quantization, per-tensor vs per-channel vs per-token, and a "
                                    "sensitivity ranking of layers.")
-    _model_args(a)
-    _data_args(a, calib=True)
-    _recipe_args(a)
+    _job_args(a, "runs/<model>-<recipe>-analysis")
     a.set_defaults(limit=1000)
     a.add_argument("--probe-images", type=int, default=128,
                    help="images used for tensor statistics and the sensitivity ranking (default 128)")
-    a.add_argument("--out", help="output folder (default runs/<model>-<recipe>-analysis)")
-    a.add_argument("--force", action="store_true", help="replace an existing output folder")
 
     i = sub.add_parser("info", help="summarize a model: layers, quantizers, bits",
                        description="Layers, parameters and quantizers (bits, granularity, state) of a saved "
@@ -150,22 +151,32 @@ def _progress_off(args) -> bool:
 
 
 # ----- commands --------------------------------------------------------------------------------------------------
-def cmd_quantize(args) -> int:
+def _prepare_job(args, out_suffix: str = ""):
+    """Everything a quantize/analyze run needs, checked before any heavy work: recipe, device, float model,
+    output folder (refused if it exists without --force) and loaders."""
     import torch
 
     from .models import model_name
-    from .pipeline import loaders, quantize_and_report
+    from .pipeline import loaders
 
     _check_bits(args)
     config = _recipe(args)
     device = _device(args.device)
     torch.manual_seed(args.seed)
     model = _load_float(args)
-    out = Path(args.out) if args.out else Path("runs") / f"{model_name(model)}-{config.name}".replace(":", "-")
+    default = f"{model_name(model)}-{config.name}{out_suffix}".replace(":", "-")
+    out = Path(args.out) if args.out else Path("runs") / default
     if out.exists() and not args.force:
         raise VitqError(f"{out} already exists (use --force to replace it)")
     calib, val, info = loaders(model, args.data, args.split, args.calib_split, args.calib_data, args.calib_size,
                                args.limit, args.batch_size, args.workers, args.seed)
+    return config, device, model, out, calib, val, info
+
+
+def cmd_quantize(args) -> int:
+    from .pipeline import quantize_and_report
+
+    config, device, model, out, calib, val, info = _prepare_job(args)
     _, report = quantize_and_report(model, config, calib, val, info, out=out, force=args.force, device=device,
                                     seed=args.seed, show_progress=not _progress_off(args))
     print(f"{report['model']} {config.name} ({report['calib_images']} calibration / {report['eval_images']} "
@@ -176,23 +187,9 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    import torch
-
     from .analysis import analyze
-    from .models import model_name
-    from .pipeline import loaders
 
-    _check_bits(args)
-    config = _recipe(args)
-    _device(args.device)
-    torch.manual_seed(args.seed)
-    model = _load_float(args)
-    out = Path(args.out) if args.out else Path("runs") / f"{model_name(model)}-{config.name}-analysis".replace(
-        ":", "-")
-    if out.exists() and not args.force:
-        raise VitqError(f"{out} already exists (use --force to replace it)")
-    calib, val, info = loaders(model, args.data, args.split, args.calib_split, args.calib_data, args.calib_size,
-                               args.limit, args.batch_size, args.workers, args.seed)
+    config, _, model, out, calib, val, info = _prepare_job(args, "-analysis")
     a = analyze(model, config, calib, val, out=out, force=args.force, probe_images=args.probe_images,
                 show_progress=not _progress_off(args),
                 info={"data": info.data, "split": info.split, "calib_split": info.calib_split, "seed": args.seed})
