@@ -17,7 +17,7 @@ from dataclasses import replace
 import torch
 
 from common import load_cifar, logits_of, quantize, table, top1, write_section
-from vitq import PerChannel, QuantRule, QuantSpec, preset
+from vitq import PerChannel, QuantRule, preset
 from vitq.primitives import sqnr_db
 
 
@@ -122,7 +122,7 @@ def main() -> None:
             gran_rows.append([name, gran, acc, input_sqnr(qm, captured, depth, "attn.qkv"),
                               input_sqnr(qm, captured, depth, "mlp.fc1")])
 
-    md = [f"## Core engine on the shared CIFAR-10 ViT",
+    md = ["## Core engine on the shared CIFAR-10 ViT",
           "",
           f"`python bench/core.py --calib-size {args.calib_size}`: {len(images)} test images, {args.calib_size} "
           f"calibration images drawn with seed 0 from `train/`. Presets: symmetric per-channel min-max weights, "

@@ -140,3 +140,20 @@ def test_presets_and_bit_overrides():
     assert cfg.spec_for("patch_embed.proj.input_quantizer").bits == 8
     with pytest.raises(VitqError, match="unknown preset"):
         preset("int8")
+
+
+def test_set_quantizers_isolates_weight_error(tiny_vit):
+    x = torch.randn(4, 3, 32, 32)
+    qm = vitq.quantize(tiny_vit, "w4a4", calib=[x], show_progress=False)
+    vitq.set_quantizers(qm, False)  # activations float, weights stay on their integer grid
+    lin = qm.blocks[0].mlp.fc1
+    h = torch.randn(3, lin.in_features)
+    assert torch.equal(lin(h), torch.nn.functional.linear(h, lin.weight, lin.bias))
+    with torch.no_grad():
+        weights_only = qm(x)
+    vitq.set_quantizers(qm, True)
+    with torch.no_grad():
+        both = qm(x)
+        ref = tiny_vit(x)
+    assert not torch.equal(weights_only, both)
+    assert (weights_only - ref).norm() < (both - ref).norm()

@@ -7,7 +7,6 @@ from safetensors.torch import load_file
 
 import vitq
 from vitq import VitqError
-from vitq.models import load_json_model
 
 
 @pytest.fixture

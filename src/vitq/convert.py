@@ -33,11 +33,6 @@ class Registry:
     def lookup(self, module: nn.Module) -> Optional[Factory]:
         return self._factories.get(type(module))
 
-    def copy(self) -> "Registry":
-        r = Registry()
-        r._factories = dict(self._factories)
-        return r
-
 
 def default_registry() -> Registry:
     """The built-in conversions: Linear, Conv2d and timm's Attention."""

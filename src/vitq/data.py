@@ -18,7 +18,7 @@ import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -258,8 +258,3 @@ def make_loader(dataset: Dataset, batch_size: int = 64, workers: int = 0, shuffl
     g = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=g,
                       persistent_workers=workers > 0)
-
-
-def stack_images(dataset: Dataset, indices: Sequence[int]) -> torch.Tensor:
-    """The images at ``indices`` as one (B, C, H, W) tensor."""
-    return torch.stack([dataset[i][0] for i in indices])

@@ -59,12 +59,6 @@ def read_meta(path) -> dict:
     return meta
 
 
-def is_saved_model(path) -> bool:
-    """True when ``path`` is a folder written by :func:`save`."""
-    path = Path(path)
-    return (path / META_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
-
-
 def load(path) -> nn.Module:
     """Rebuild the frozen model saved at ``path`` (bit-exact with the one that was saved)."""
     from safetensors.torch import load_file

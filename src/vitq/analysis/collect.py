@@ -205,7 +205,7 @@ def probe(mixer: Mixer, qmodel: nn.Module, batches: Iterable, variants: dict[str
 def weight_stats(mixer: Mixer) -> dict[str, dict]:
     """Weight SQNR of every quantized layer (float weight vs its dequantized integer codes)."""
     out = {}
-    for name, (fw, qw) in mixer._weights.items():
+    for name, (fw, qw) in mixer.weight_pairs().items():
         s = ErrorStats()
         s.update(fw, qw)
         out[name] = s.to_dict()

@@ -41,6 +41,10 @@ class Mixer:
                 self._weights[name] = (m.weight.data, qmods[name].weight.detach())
         self.model.eval()
 
+    def weight_pairs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Layer name -> (float weight, dequantized weight) for every layer whose weight is quantized."""
+        return dict(self._weights)
+
     def layer_names(self) -> list[str]:
         """Names of the quant modules that own at least one enabled quantizer."""
         return [n for n, m in self.modules.items() if any(q.enabled for _, q in m.own_quantizers())]
