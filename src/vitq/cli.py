@@ -1,4 +1,4 @@
-"""The ``vitq`` command: quantize, analyze, eval, info.
+"""The ``vitq`` command: quantize, analyze, export, eval, info.
 
 Every user error (unknown model, missing data, bad bits, incompatible checkpoint, existing output) ends in one line
 on stderr and exit status 2, never a traceback, and leaves no partial output.
@@ -18,6 +18,7 @@ EPILOG = """examples:
   vitq quantize --checkpoint m.safetensors --config m.json --data cifar10/ --preset w4a4 --out runs/w4a4
   vitq quantize --model deit_small_patch16_224 --pretrained --data imagenet/ --calib-size 256 --out runs/ds
   vitq analyze --checkpoint m.safetensors --data cifar10/ --preset w4a4 --out runs/w4a4-analysis
+  vitq export runs/w8a8 --format onnx --out w8a8.onnx
   vitq eval runs/w4a4 --data cifar10/             # a saved quantized model
   vitq info runs/w4a4
 """
@@ -97,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(limit=1000)
     a.add_argument("--probe-images", type=int, default=128,
                    help="images used for tensor statistics and the sensitivity ranking (default 128)")
+
+    x = sub.add_parser("export", help="export a saved quantized model to ONNX with QDQ nodes (onnxruntime INT8)",
+                       description="Write a QDQ ONNX model (int8 weights per channel, 8-bit per-tensor activations) "
+                                   "that onnx.checker accepts and onnxruntime runs with its INT8 kernels. Recipes "
+                                   "without a standard INT8 kernel are refused, naming the quantizer.")
+    x.add_argument("quantized", help="folder written by 'vitq quantize --out'")
+    x.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default onnx)")
+    x.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--force", action="store_true", help="replace an existing output file")
 
     i = sub.add_parser("info", help="summarize a model: layers, quantizers, bits",
                        description="Layers, parameters and quantizers (bits, granularity, state) of a saved "
@@ -199,6 +210,27 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import tempfile
+
+    from .export import export_onnx
+    from .serialize import load
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise VitqError(f"{out} already exists (use --force to replace it)")
+    model = load(args.quantized)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # written whole, or not at all
+        summary = export_onnx(model, Path(tmp) / out.name, opset=args.opset)
+        (Path(tmp) / out.name).replace(out)
+    ops = summary["ops"]
+    print(f"wrote {out} ({summary['bytes'] / 1e6:.1f} MB, opset {args.opset}): {ops.get('QuantizeLinear', 0)} "
+          f"QuantizeLinear, {ops.get('DequantizeLinear', 0)} DequantizeLinear, {summary['weights_as_int8']} int8 "
+          f"weight tensors")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .data import default_eval_split, first_subset, make_loader, open_dataset
     from .evaluate import evaluate
@@ -266,7 +298,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"quantize": cmd_quantize, "analyze": cmd_analyze, "eval": cmd_eval, "info": cmd_info}
+COMMANDS = {"quantize": cmd_quantize, "analyze": cmd_analyze, "export": cmd_export, "eval": cmd_eval,
+            "info": cmd_info}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
