@@ -12,50 +12,22 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
 import torch
 
 import vitq
 from common import load_cifar, logits_of, table, top1, write_section
-from vitq.export import export_float_onnx, export_onnx, onnx_logits, onnx_session
+from vitq.export import export_onnx, onnx_logits, onnx_session
 from vitq.models import create_timm, load_model
+from vitq.speed import compare_engines
 
 
-def best_time(fn, reps: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
-def speed_rows(name: str, model, calib, tmp: Path) -> list[list]:
-    qm = vitq.quantize(model, "w8a8", calib=calib, show_progress=False)
-    export_onnx(qm, tmp / f"{name}-int8.onnx")
-    export_float_onnx(model, tmp / f"{name}-fp32.onnx")
-    s_int8, s_fp32 = onnx_session(tmp / f"{name}-int8.onnx"), onnx_session(tmp / f"{name}-fp32.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dyn = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-    shape = calib[0].shape[1:]
+def speed_rows(name: str, model, calib) -> list[list]:
     rows = []
-    for batch in (1, 32):
-        x = torch.randn(batch, *shape)
-        reps = 10 if batch == 1 else 3
-        with torch.no_grad():
-            t = {"torch fp32": best_time(lambda: model(x), reps),
-                 "torch quantize_dynamic": best_time(lambda: dyn(x), reps),
-                 "ort fp32": best_time(lambda: onnx_logits(s_fp32, x), reps),
-                 "ort int8 (vitq QDQ)": best_time(lambda: onnx_logits(s_int8, x), reps)}
-        base = t["ort fp32"]
-        for engine, sec in t.items():
-            rows.append([name, batch, engine, 1000 * sec, batch / sec, base / sec])
-        print(f"{name} batch {batch}: " + ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in t.items()), flush=True)
+    for r in compare_engines(model, "w8a8", calib=calib, show_progress=False):
+        rows.append([name, r["batch"], r["engine"], r["ms"], r["images_per_s"], r["vs_ort_fp32"]])
+        print(f"{name} batch {r['batch']}: {r['engine']} {r['ms']:.1f} ms", flush=True)
     return rows
 
 
@@ -92,7 +64,7 @@ def main() -> None:
             else:
                 model = create_timm(name).eval()
                 calib = [torch.randn(8, 3, 224, 224)]
-            rows += speed_rows(name, model, calib, tmp)
+            rows += speed_rows(name, model, calib)
     md += [f"Speed: best of N runs, {torch.get_num_threads()} threads, this CPU (AVX2, no VNNI). 'x ort fp32' is "
            "the speed-up over onnxruntime FP32 at the same batch.", "",
            table(["model", "batch", "engine", "ms / batch", "images/s", "x ort fp32"], rows)]

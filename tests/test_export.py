@@ -100,3 +100,13 @@ def test_cli_export_refusal_leaves_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "4-bit activations" in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_cli_bench_on_embedded_model(capsys):
+    rc = main(["bench", "--batch-sizes", "2", "--reps", "1", "--json", "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    rows = json.loads(out)
+    assert {r["engine"] for r in rows} == {"torch fp32", "torch quantize_dynamic", "ort fp32", "ort int8 (vitq QDQ)"}
+    assert all(r["batch"] == 2 and r["ms"] > 0 for r in rows)
+    assert next(r for r in rows if r["engine"] == "ort fp32")["vs_ort_fp32"] == 1.0

@@ -1,4 +1,4 @@
-"""The ``vitq`` command: quantize, analyze, export, eval, info.
+"""The ``vitq`` command: quantize, analyze, export, bench, eval, info.
 
 Every user error (unknown model, missing data, bad bits, incompatible checkpoint, existing output) ends in one line
 on stderr and exit status 2, never a traceback, and leaves no partial output.
@@ -108,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     x.add_argument("--force", action="store_true", help="replace an existing output file")
+
+    b = sub.add_parser("bench", help="CPU speed: PyTorch FP32, quantize_dynamic, onnxruntime FP32 and INT8",
+                       description="Time one model on PyTorch FP32, PyTorch quantize_dynamic (fbgemm INT8 Linear), "
+                                   "onnxruntime FP32 and onnxruntime INT8 (vitq's QDQ export at the recipe), best of "
+                                   "N runs in one process. Calibrates on random images: speed only.")
+    _model_args(b)
+    _recipe_args(b)
+    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
+    b.add_argument("--reps", type=int, help="timed runs per engine (default 10 at batch <= 4, else 3)")
+    b.add_argument("--json", action="store_true", help="print the rows as JSON")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
 
     i = sub.add_parser("info", help="summarize a model: layers, quantizers, bits",
                        description="Layers, parameters and quantizers (bits, granularity, state) of a saved "
@@ -231,6 +242,25 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .models import model_name
+    from .speed import compare_engines
+
+    _check_bits(args)
+    config = _recipe(args)
+    model = _load_float(args)
+    rows = compare_engines(model, config, batch_sizes=args.batch_sizes, reps=args.reps,
+                           show_progress=not _progress_off(args))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print(f"{model_name(model)}, {config.name}, best of N runs (ratios are what to compare):")
+    print(f"{'batch':>5s}  {'engine':24s} {'ms/batch':>10s} {'images/s':>10s} {'x ort fp32':>10s}")
+    for r in rows:
+        print(f"{r['batch']:5d}  {r['engine']:24s} {r['ms']:10.1f} {r['images_per_s']:10.1f} {r['vs_ort_fp32']:10.2f}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from .data import default_eval_split, first_subset, make_loader, open_dataset
     from .evaluate import evaluate
@@ -298,8 +328,8 @@ def cmd_info(args) -> int:
     return 0
 
 
-COMMANDS = {"quantize": cmd_quantize, "analyze": cmd_analyze, "export": cmd_export, "eval": cmd_eval,
-            "info": cmd_info}
+COMMANDS = {"quantize": cmd_quantize, "analyze": cmd_analyze, "export": cmd_export, "bench": cmd_bench,
+            "eval": cmd_eval, "info": cmd_info}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
