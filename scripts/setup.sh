@@ -28,7 +28,7 @@ if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
   echo "setup: installing torch 2.14.1 + torchvision 0.29.1 (a few minutes)"
   .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 fi
-if ! .venv/bin/python -c "import vitq, pytest, hypothesis, matplotlib" 2>/dev/null; then
+if ! .venv/bin/python -c "import vitq, pytest, hypothesis, matplotlib, onnx, onnxruntime" 2>/dev/null; then
   echo "setup: installing vitq and its dependencies"
   .venv/bin/pip install -q -e ".[test,plot]"
 fi
