@@ -113,3 +113,23 @@ def test_console_script_help_and_error():
     bad = subprocess.run([sys.executable, "-m", "vitq.cli", "eval", "/definitely/not/here"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_eval_float_model_and_calib_data(tmp_path, capsys):
+    need(FASHION_MNIST, "Fashion-MNIST")
+    rc, stdout, err = run(capsys, "eval", "--limit", "100", "--json", "--quiet")
+    assert rc == 0, err
+    res = json.loads(stdout)
+    assert res["images"] == 100 and 50.0 < res["top1"] <= 100.0 and res["top5"] >= res["top1"]
+    # calibrate from another root (same data here, named explicitly) and a named split
+    out = tmp_path / "o"
+    rc, _, err = run(capsys, "quantize", "--calib-data", str(FASHION_MNIST), "--calib-split", "test",
+                     "--calib-size", "16", "--limit", "50", "--out", str(out), "--quiet")
+    assert rc == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["calib_split"] == "test" and report["calib_images"] == 16
+
+
+def test_no_command_prints_help(capsys):
+    rc, stdout, _ = run(capsys)
+    assert rc == 2 and "quantize" in stdout and "analyze" in stdout and "export" in stdout
