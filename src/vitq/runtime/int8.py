@@ -1,0 +1,106 @@
+"""Int8Linear: a frozen QuantLinear run as a real integer GEMM (``torch._int_mm``: int8 x int8 -> int32).
+
+    y = s_x * s_w[n] * (sum_k (q_x[k] - z_x) * q_w[n, k]) + bias[n]
+      = s_x * s_w[n] * (q_x . q_w[n] - z_x * sum_k q_w[n, k]) + bias[n]
+
+The activation is quantized with its frozen per-tensor scale and zero point (uint8 codes are shifted by -128 into
+int8, and the zero point with them), the weight codes are the frozen int8 codes, the zero-point correction uses
+precomputed weight row sums, and the int32 accumulator is rescaled once. The integer part is exact; the result
+equals the fake-quant layer up to float32 rounding of the rescale. ``torch._int_mm`` runs on CUDA and on the CPU,
+so the same module is the GPU path and its CPU fallback (on CUDA it needs more than 16 rows, which are padded).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ..calibrate import is_frozen
+from ..convert import quant_modules
+from ..errors import VitqError
+from ..granularity import PerBlock, PerChannel, PerTensor
+from ..nn import QuantLinear
+from ..primitives import quantize
+
+
+def int8_reason(layer: QuantLinear) -> str | None:
+    """Why ``layer`` cannot run as Int8Linear (None when it can)."""
+    iq, wq, oq = layer.input_quantizer, layer.weight_quantizer, layer.output_quantizer
+    if not (iq.enabled and iq.frozen) or iq.spec.bits != 8 or not isinstance(iq.spec.granularity, PerTensor):
+        return "its input is not 8-bit per-tensor quantized"
+    if not layer.weight_is_quantized or not wq.spec.symmetric or wq.spec.bits > 8:
+        return "its weight is not symmetric int8 or narrower"
+    g = wq.spec.granularity
+    if not isinstance(g, (PerTensor, PerChannel, PerBlock)) or (isinstance(g, PerChannel) and g.axis not in (None, 0)):
+        return f"its weight scales ({g.kind}) are not per output row"
+    if oq.enabled:
+        return "its output is quantized"
+    return None
+
+
+class Int8Linear(nn.Module):
+    """A Linear computed in integers. Build it from a frozen QuantLinear with :meth:`from_quant_linear`."""
+
+    def __init__(self, weight_int: torch.Tensor, weight_scale: torch.Tensor, bias, input_scale: float,
+                 input_zero_point: int, input_qmin: int, input_qmax: int):
+        super().__init__()
+        self.out_features, self.in_features = weight_int.shape
+        self.register_buffer("weight_t", weight_int.to(torch.int8).t().contiguous())  # (in, out)
+        self.register_buffer("weight_rowsum", weight_int.to(torch.int32).sum(1))  # (out,)
+        self.register_buffer("weight_scale", weight_scale.reshape(-1).float())  # (out,)
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self.input_scale, self.qmin, self.qmax = float(input_scale), int(input_qmin), int(input_qmax)
+        self.shift = 128 if self.qmin == 0 else 0  # uint8 codes -> int8
+        self.input_zero_point = int(input_zero_point)
+
+    @classmethod
+    def from_quant_linear(cls, layer: QuantLinear) -> "Int8Linear":
+        reason = int8_reason(layer)
+        if reason is not None:
+            raise VitqError(f"cannot run as Int8Linear: {reason}")
+        wq, iq = layer.weight_quantizer, layer.input_quantizer
+        rows = layer.weight_int.shape[0]
+        scale = wq.scale.reshape(-1)
+        if scale.numel() != rows:  # per-tensor / per-block: repeat each block's scale over its rows
+            scale = scale.repeat_interleave(rows // scale.numel())
+        qmin, qmax = (int(v) for v in iq.qrange)
+        return cls(layer.weight_int, scale, layer.bias, float(iq.scale.reshape(())), int(iq.zero_point.reshape(())),
+                   qmin, qmax)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        codes = quantize(x2, torch.tensor(self.input_scale, device=x.device),
+                         torch.tensor(float(self.input_zero_point), device=x.device), self.qmin, self.qmax)
+        a = (codes - self.shift).to(torch.int8)
+        m = a.shape[0]
+        if a.is_cuda and m <= 16:  # the CUDA kernel needs more than 16 rows
+            a = torch.cat([a, a.new_zeros(17 - m, a.shape[1])])
+        acc = torch._int_mm(a, self.weight_t)[:m]  # (M, N) int32, exact
+        acc = acc - (self.input_zero_point - self.shift) * self.weight_rowsum
+        y = acc.float() * (self.input_scale * self.weight_scale)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+
+def to_int8(model: nn.Module) -> tuple[nn.Module, dict]:
+    """A copy of the frozen ``model`` whose eligible QuantLinear layers run as Int8Linear (the rest unchanged),
+    and ``{"int8": [names], "kept": {name: reason}}``."""
+    if not is_frozen(model):
+        raise VitqError("only a frozen model can run on integer kernels: run calibrate() and freeze() first")
+    model = copy.deepcopy(model)
+    modules = dict(model.named_modules())
+    done, kept = [], {}
+    for name, m in list(quant_modules(model)):
+        if not isinstance(m, QuantLinear):
+            continue
+        reason = int8_reason(m)
+        if reason is not None:
+            kept[name] = reason
+            continue
+        parent, _, attr = name.rpartition(".")
+        setattr(modules[parent] if parent else model, attr, Int8Linear.from_quant_linear(m))
+        done.append(name)
+    return model, {"int8": done, "kept": kept}
