@@ -10,12 +10,17 @@ from vitq import VitqError
 
 
 @pytest.fixture
-def frozen(tiny_vit):
-    from vitq.models import _tag, _data_config_from_cfg
+def tiny_vit():
+    """A small ViT that records how to rebuild it (what save() needs)."""
+    from vitq.models import build_from_source
 
     cfg = {"img_size": 32, "patch_size": 8, "in_chans": 3, "num_classes": 10, "embed_dim": 48, "depth": 2,
            "num_heads": 3, "mlp_ratio": 2.0, "mean": [0.5] * 3, "std": [0.25] * 3}
-    _tag(tiny_vit, {"kind": "vit_json", "cfg": cfg}, _data_config_from_cfg(cfg))
+    return build_from_source({"kind": "vit_json", "cfg": cfg}).eval()
+
+
+@pytest.fixture
+def frozen(tiny_vit):
     calib = [torch.randn(8, 3, 32, 32) for _ in range(2)]
     return vitq.quantize(tiny_vit, "w4a4", calib=calib, show_progress=False)
 

@@ -19,12 +19,15 @@ from .granularity import Granularity, PerChannel, PerTensor, granularity_from_di
 from .primitives import check_bits
 
 OBSERVER_NAMES = ("minmax", "ema", "percentile", "mse", "omse")
+SCHEMES = ("uniform", "log2", "log_sqrt2")
 
 
 @dataclass(frozen=True)
 class QuantSpec:
     """How one quantizer quantizes: bit width, symmetry, signedness, granularity and the observer that calibrates it.
 
+    ``scheme`` is ``uniform`` (affine integer grid) or, for non-negative activations such as the softmax output,
+    ``log2`` / ``log_sqrt2`` (power-of-two levels, see ``primitives.fake_quantize_log``; scale = calibrated max).
     ``signed=None`` decides at freeze time: signed if the observed minimum is negative, else unsigned (so a
     post-softmax or post-GELU-like non-negative tensor gets all 2**bits levels). ``observer_args`` are keyword
     arguments of the observer, as a tuple of (name, value) pairs so the spec stays hashable.
@@ -36,9 +39,12 @@ class QuantSpec:
     observer: str = "minmax"
     observer_args: tuple[tuple[str, Any], ...] = ()
     signed: Optional[bool] = None
+    scheme: str = "uniform"
 
     def __post_init__(self):
         check_bits(self.bits)
+        if self.scheme not in SCHEMES:
+            raise VitqError(f"unknown scheme {self.scheme!r} (known: {', '.join(SCHEMES)})")
         if self.observer not in OBSERVER_NAMES:
             raise VitqError(f"unknown observer {self.observer!r} (known: {', '.join(OBSERVER_NAMES)})")
         if not self.symmetric and self.signed:
@@ -51,11 +57,13 @@ class QuantSpec:
             d["observer_args"] = dict(self.observer_args)
         if self.signed is not None:
             d["signed"] = self.signed
+        if self.scheme != "uniform":
+            d["scheme"] = self.scheme
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantSpec":
-        known = {"bits", "symmetric", "granularity", "observer", "observer_args", "signed"}
+        known = {"bits", "symmetric", "granularity", "observer", "observer_args", "signed", "scheme"}
         extra = set(d) - known
         if extra:
             raise VitqError(f"unknown spec fields {sorted(extra)} (known: {sorted(known)})")
@@ -64,7 +72,8 @@ class QuantSpec:
         return cls(bits=d.get("bits", 8), symmetric=d.get("symmetric", True),
                    granularity=granularity_from_dict(d.get("granularity", "per_tensor")),
                    observer=d.get("observer", "minmax"),
-                   observer_args=tuple(sorted(dict(d.get("observer_args", {})).items())), signed=d.get("signed"))
+                   observer_args=tuple(sorted(dict(d.get("observer_args", {})).items())), signed=d.get("signed"),
+                   scheme=d.get("scheme", "uniform"))
 
 
 @dataclass(frozen=True)

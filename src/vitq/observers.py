@@ -20,7 +20,7 @@ import torch
 
 from .config import QuantSpec
 from .errors import VitqError
-from .primitives import fake_quantize, qparams_from_minmax, qrange
+from .primitives import EPS, fake_quantize, qparams_from_minmax, qrange
 
 
 def _rows(xv: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Size]:
@@ -78,6 +78,11 @@ class Observer:
         """Qparams from the accumulated statistics."""
         if not self.has_data:
             raise VitqError("observer has seen no data")
+        if self.spec.scheme != "uniform":  # log levels hang from the maximum; no zero point
+            if not torch.isfinite(self.max_val).all():
+                raise VitqError("cannot compute a scale from NaN or infinite statistics")
+            scale = self.max_val.clamp_min(EPS)
+            return scale, torch.zeros_like(scale), 0, 2 ** self.spec.bits - 1
         signed = self.signed()
         scale, zp = qparams_from_minmax(self.min_val, self.max_val, self.spec.bits, self.spec.symmetric, signed)
         return (scale, zp, *qrange(self.spec.bits, signed))
@@ -152,6 +157,8 @@ class MSEObserver(Observer):
 
     def solve(self):
         scale, zp, qmin, qmax = super().solve()
+        if self.spec.scheme != "uniform":  # the search below is over uniform grids
+            return scale, zp, qmin, qmax
         x = self._samples  # (R, M)
         shape = self.min_val.shape
         signed = self.signed()

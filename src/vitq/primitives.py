@@ -108,6 +108,25 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     return y.mul_(scale)
 
 
+LOG_STEPS = {"log2": 1.0, "log_sqrt2": 0.5}  # exponent step: levels scale * 2^(-step * code)
+
+
+def fake_quantize_log(x: torch.Tensor, scale: torch.Tensor, bits: int, scheme: str = "log2") -> torch.Tensor:
+    """Logarithmic fake quantization of non-negative values (post-softmax probabilities) in [0, scale].
+
+    Levels are ``scale * 2^(-step * c)`` for codes ``c = 0 .. 2^bits - 2`` (step 1 for ``log2``, 1/2 for
+    ``log_sqrt2``, as in RepQ-ViT), and code ``2^bits - 1`` is an exact zero: ``2^bits`` levels in all, never more.
+    A value rounds (in the log domain) to the nearest level, and to zero below half a step under the smallest one.
+    Negative inputs clamp to zero. No straight-through gradient: this is for calibrated inference.
+    """
+    step = LOG_STEPS[scheme]
+    top = 2 ** bits - 2  # largest power code; 2^bits - 1 is the zero level
+    ratio = (x / scale).clamp(0.0, 1.0)
+    code = torch.round(-torch.log2(ratio) / step)  # inf for ratio 0
+    out = scale * torch.exp2(-step * code.clamp(max=top))
+    return torch.where(code > top + 0.5, torch.zeros_like(out), out)
+
+
 def int_dtype(qmin: int, qmax: int) -> torch.dtype:
     """The smallest integer dtype that stores codes in [qmin, qmax]: int8 or uint8 (int16 otherwise)."""
     if qmin >= -128 and qmax <= 127:

@@ -22,7 +22,7 @@ from .config import QuantSpec
 from .errors import VitqError
 from .granularity import PerBlock
 from .observers import Observer, make_observer
-from .primitives import dequantize, fake_quantize, qparams_from_minmax, qrange, quantize
+from .primitives import dequantize, fake_quantize, fake_quantize_log, qparams_from_minmax, qrange, quantize
 
 STATES = ("off", "observe", "quantize")
 
@@ -88,6 +88,8 @@ class Quantizer(nn.Module):
             return
         if self.frozen:
             raise VitqError("quantizer is already frozen: quantizing twice is not allowed")
+        if self.spec.scheme != "uniform" and (self.is_weight or self.spec.granularity.dynamic):
+            raise VitqError(f"{self.spec.scheme} quantizers are for static activations (e.g. the softmax output)")
         if self.spec.granularity.dynamic:
             qmin, qmax = qrange(self.spec.bits, self.spec.signed if self.spec.signed is not None
                                 else self.spec.symmetric)
@@ -143,6 +145,8 @@ class Quantizer(nn.Module):
                 self.observer.update(x)
             return x
         xv, dims = self.spec.granularity.view(x, self.channel_axis)
+        if self.spec.scheme != "uniform":
+            return fake_quantize_log(xv, self.scale, self.spec.bits, self.spec.scheme).reshape(x.shape)
         scale, zp, qmin, qmax = self._qparams(xv, dims)
         return fake_quantize(xv, scale, zp, qmin, qmax).reshape(x.shape)
 
@@ -162,5 +166,6 @@ class Quantizer(nn.Module):
         if not self.enabled:
             return "disabled"
         s = self.spec
-        return (f"{s.bits}b {'sym' if s.symmetric else 'asym'} {s.granularity.kind} {s.observer} "
+        kind = s.scheme if s.scheme != "uniform" else ("sym" if s.symmetric else "asym")
+        return (f"{s.bits}b {kind} {s.granularity.kind} {s.observer} "
                 f"state={self.state}{' frozen' if self.frozen else ''}")

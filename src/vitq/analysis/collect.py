@@ -70,6 +70,8 @@ def _granularity_variants(q: Quantizer) -> dict[str, Quantizer]:
     """Per-tensor / per-channel (static, same observer) and per-token (dynamic) copies of a quantizer's spec."""
     out = {}
     for label, g in (("per_tensor", PerTensor()), ("per_channel", PerChannel()), ("per_token", PerToken())):
+        if g.dynamic and q.spec.scheme != "uniform":
+            continue  # log quantizers are static only
         out[label] = Quantizer(replace(q.spec, granularity=g), channel_axis=q.channel_axis)
     return out
 

@@ -171,5 +171,5 @@ def recommend(gran: dict[str, dict]) -> dict[str, dict]:
         pc_gain = sq.get("per_channel", base) - base
         choice = "per_channel" if pc_gain > 1.0 else "per_tensor"
         out[name] = {"sqnr_db": sq, "recommended": choice, "gain_db": sq[choice] - base,
-                     "per_token_gain_db": sq.get("per_token", base) - base}
+                     "per_token_gain_db": sq.get("per_token", float("nan")) - base}
     return out

@@ -76,6 +76,9 @@ def _lower_activation(name: str, q: Quantizer) -> nn.Module:
     if not q.enabled:
         return Off()
     s = q.spec
+    if s.scheme != "uniform":
+        raise VitqError(f"{name}: {s.scheme} quantization has no standard INT8 kernel; export needs uniform "
+                        "quantizers")
     if s.bits != 8:
         raise VitqError(f"{name}: {s.bits}-bit activations have no standard INT8 kernel; export needs 8-bit "
                         "activations (weights may have fewer bits)")

@@ -27,7 +27,8 @@ from ..primitives import quantize
 def int8_reason(layer: QuantLinear) -> str | None:
     """Why ``layer`` cannot run as Int8Linear (None when it can)."""
     iq, wq, oq = layer.input_quantizer, layer.weight_quantizer, layer.output_quantizer
-    if not (iq.enabled and iq.frozen) or iq.spec.bits != 8 or not isinstance(iq.spec.granularity, PerTensor):
+    if not (iq.enabled and iq.frozen) or iq.spec.bits != 8 or not isinstance(iq.spec.granularity, PerTensor) \
+            or iq.spec.scheme != "uniform":
         return "its input is not 8-bit per-tensor quantized"
     if not layer.weight_is_quantized or not wq.spec.symmetric or wq.spec.bits > 8:
         return "its weight is not symmetric int8 or narrower"
