@@ -54,6 +54,9 @@ class Int8Linear(nn.Module):
         self.input_scale, self.qmin, self.qmax = float(input_scale), int(input_qmin), int(input_qmax)
         self.shift = 128 if self.qmin == 0 else 0  # uint8 codes -> int8
         self.input_zero_point = int(input_zero_point)
+        # the same qparams as 0-d tensors for quantize(), built once (they follow .to(device))
+        self.register_buffer("input_scale_t", torch.tensor(self.input_scale))
+        self.register_buffer("input_zero_point_t", torch.tensor(float(self.input_zero_point)))
 
     @classmethod
     def from_quant_linear(cls, layer: QuantLinear) -> "Int8Linear":
@@ -72,8 +75,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (M, K)
-        codes = quantize(x2, torch.tensor(self.input_scale, device=x.device),
-                         torch.tensor(float(self.input_zero_point), device=x.device), self.qmin, self.qmax)
+        codes = quantize(x2, self.input_scale_t, self.input_zero_point_t, self.qmin, self.qmax)
         a = (codes - self.shift).to(torch.int8)
         m = a.shape[0]
         if a.is_cuda and m <= 16:  # the CUDA kernel needs more than 16 rows
