@@ -115,11 +115,7 @@ def split_vs_fused(float_model: nn.Module, qmodel: nn.Module, calib, batches, pr
 
 def _on_grid(w: torch.Tensor, spec: QuantSpec) -> bool:
     """True when ``w`` already lies on a grid of ``spec`` (quantizing it again with min-max changes nothing)."""
-    obs = make_observer(replace(spec, observer="minmax"), channel_axis=0)
-    obs.update(w)
-    scale, zp, qmin, qmax = obs.solve()
-    xv, _ = spec.granularity.view(w, 0)
-    err = (fake_quantize(xv, scale, zp, qmin, qmax).reshape(w.shape) - w).abs().max()
+    err = (_fq_once(w, replace(spec, observer="minmax", observer_args=())) - w).abs().max()
     return bool(err <= 1e-6 * w.abs().max().clamp_min(1e-12))
 
 
@@ -152,6 +148,7 @@ def double_quantization(float_model: nn.Module, qmodel: nn.Module) -> dict:
 
 
 def _fq_once(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """``w`` fake-quantized once with ``spec`` (axis 0 as the channel), calibrated on ``w`` itself."""
     obs = make_observer(spec, channel_axis=0)
     obs.update(w)
     scale, zp, qmin, qmax = obs.solve()

@@ -27,7 +27,7 @@ from torch import nn
 from ..calibrate import is_frozen
 from ..convert import named_quantizers, quant_modules
 from ..errors import VitqError
-from ..granularity import PerBlock, PerChannel, PerTensor
+from ..granularity import PerTensor
 from ..nn import QuantWeightModule
 from ..quantizer import Quantizer
 
@@ -89,21 +89,12 @@ def _lower_activation(name: str, q: Quantizer) -> nn.Module:
     return QDQ(q.scale, q.zero_point, qmin, qmax, axis=None)
 
 
-def _lower_weight(name: str, q: Quantizer, weight: torch.Tensor) -> nn.Module:
-    s = q.spec
-    g = s.granularity
-    if not isinstance(g, (PerTensor, PerChannel, PerBlock)) or (isinstance(g, PerChannel) and g.axis not in
-                                                                 (None, 0)):
-        raise VitqError(f"{name}: {g.kind} weight scales are not per output channel; export supports per-tensor, "
-                        "per-channel (axis 0) and per-block rows")
-    if not s.symmetric:
-        raise VitqError(f"{name}: asymmetric weights have no standard INT8 kernel; use symmetric weights")
-    rows = weight.shape[0]
-    scale = q.scale.reshape(-1)
-    if scale.numel() != rows:  # per-tensor or per-block: the same scale repeated over each block's rows
-        scale = scale.repeat_interleave(rows // scale.numel())
-    zp = torch.zeros(rows, dtype=torch.int32)
-    return QDQ(scale, zp, -128, 127, axis=0)
+def _lower_weight(name: str, layer: QuantWeightModule) -> nn.Module:
+    try:
+        scale = layer.weight_row_scales()
+    except VitqError as e:
+        raise VitqError(f"{name}: {e}") from None
+    return QDQ(scale, torch.zeros(scale.numel(), dtype=torch.int32), -128, 127, axis=0)
 
 
 def lower_for_export(model: nn.Module) -> nn.Module:
@@ -126,8 +117,7 @@ def lower_for_export(model: nn.Module) -> nn.Module:
             continue  # handled with its layer below
         setattr(parent, attr, _lower_activation(name, q))
     for name, layer in weight_layers.items():
-        wq = layer.weight_quantizer
-        weight_q = _lower_weight(f"{name}.weight_quantizer", wq, layer.weight) if layer.weight_is_quantized else Off()
+        weight_q = _lower_weight(f"{name}.weight_quantizer", layer) if layer.weight_is_quantized else Off()
         lowered = ExportWeightLayer(layer, _lower_activation(f"{name}.input_quantizer", layer.input_quantizer),
                                     weight_q, _lower_activation(f"{name}.output_quantizer", layer.output_quantizer))
         parent, attr = parent_and_attr(name)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import VitqError
+from ..granularity import PerBlock, PerChannel, PerTensor
 from ..primitives import int_dtype
 from ..quantizer import Quantizer
 
@@ -69,6 +70,25 @@ class QuantWeightModule(QuantModule):
         del self.weight  # the float Parameter goes; only codes + scale remain
         self.register_buffer("weight_int", codes.to(int_dtype(qmin, qmax)))
         self.finish_load()
+
+    def weight_row_scales(self) -> torch.Tensor:
+        """(out,) scale of each output row of the frozen integer weight, as integer kernels take it.
+
+        Per-tensor and per-block scales are repeated over their rows. Raises VitqError when the weight is not
+        quantized, not symmetric, or its scales do not follow output rows (per-group, other axes).
+        """
+        wq = self.weight_quantizer
+        if not self.weight_is_quantized:
+            raise VitqError("the weight is not quantized")
+        if not wq.spec.symmetric:
+            raise VitqError("asymmetric weights have no standard INT8 kernel; use symmetric weights")
+        g = wq.spec.granularity
+        if not isinstance(g, (PerTensor, PerChannel, PerBlock)) or getattr(g, "axis", None) not in (None, 0):
+            raise VitqError(f"{g.kind} weight scales are not per output row; integer kernels need per-tensor, "
+                            "per-channel (axis 0) or per-block rows")
+        rows = self.weight_int.shape[0]
+        scale = wq.scale.reshape(-1)
+        return scale.repeat_interleave(rows // scale.numel()) if scale.numel() != rows else scale
 
     def prepare_frozen_layout(self) -> None:
         super().prepare_frozen_layout()

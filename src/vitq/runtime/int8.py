@@ -19,7 +19,7 @@ from torch import nn
 from ..calibrate import is_frozen
 from ..convert import quant_modules
 from ..errors import VitqError
-from ..granularity import PerBlock, PerChannel, PerTensor
+from ..granularity import PerTensor
 from ..nn import QuantLinear
 from ..primitives import quantize
 
@@ -30,11 +30,12 @@ def int8_reason(layer: QuantLinear) -> str | None:
     if not (iq.enabled and iq.frozen) or iq.spec.bits != 8 or not isinstance(iq.spec.granularity, PerTensor) \
             or iq.spec.scheme != "uniform":
         return "its input is not 8-bit per-tensor quantized"
-    if not layer.weight_is_quantized or not wq.spec.symmetric or wq.spec.bits > 8:
-        return "its weight is not symmetric int8 or narrower"
-    g = wq.spec.granularity
-    if not isinstance(g, (PerTensor, PerChannel, PerBlock)) or (isinstance(g, PerChannel) and g.axis not in (None, 0)):
-        return f"its weight scales ({g.kind}) are not per output row"
+    if not layer.weight_is_quantized or wq.spec.bits > 8:
+        return "its weight is not int8 or narrower"
+    try:
+        layer.weight_row_scales()
+    except VitqError as e:
+        return str(e)
     if oq.enabled:
         return "its output is quantized"
     return None
@@ -63,13 +64,9 @@ class Int8Linear(nn.Module):
         reason = int8_reason(layer)
         if reason is not None:
             raise VitqError(f"cannot run as Int8Linear: {reason}")
-        wq, iq = layer.weight_quantizer, layer.input_quantizer
-        rows = layer.weight_int.shape[0]
-        scale = wq.scale.reshape(-1)
-        if scale.numel() != rows:  # per-tensor / per-block: repeat each block's scale over its rows
-            scale = scale.repeat_interleave(rows // scale.numel())
+        iq = layer.input_quantizer
         qmin, qmax = (int(v) for v in iq.qrange)
-        return cls(layer.weight_int, scale, layer.bias, float(iq.scale.reshape(())), int(iq.zero_point.reshape(())),
+        return cls(layer.weight_int, layer.weight_row_scales(), layer.bias, float(iq.scale.reshape(())), int(iq.zero_point.reshape(())),
                    qmin, qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
