@@ -133,3 +133,22 @@ def test_eval_float_model_and_calib_data(tmp_path, capsys):
 def test_no_command_prints_help(capsys):
     rc, stdout, _ = run(capsys)
     assert rc == 2 and "quantize" in stdout and "analyze" in stdout and "export" in stdout
+
+
+def test_method_preset_from_the_cli(tmp_path, capsys):
+    need(FASHION_MNIST, "Fashion-MNIST (apt-get install dataset-fashion-mnist)")
+    out = tmp_path / "repq"
+    rc, _, err = run(capsys, "quantize", "--preset", "repq", "--w-bits", "6", "--a-bits", "6", "--calib-size", "32",
+                     "--limit", "200", "--out", str(out), "--quiet")
+    assert rc == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"] == "repq-w6a6" and (report["w_bits"], report["a_bits"]) == (6, 6)
+    assert report["config"]["transforms"] == [{"name": "repq", "round_zero_point": True}]
+    assert abs(report["q_top1"] - report["fp_top1"]) <= 3.0
+    rc, stdout, _ = run(capsys, "info", "--preset", "auto")  # no GPU here: the uniform 8-bit preset
+    assert rc == 0 and "w8a8" in stdout
+
+
+def test_fp8_preset_refuses_other_bits(capsys):
+    rc, _, err = run(capsys, "info", "--preset", "fp8", "--w-bits", "4")
+    assert rc == 2 and "8-bit only" in err and len(err.strip().splitlines()) == 1

@@ -27,14 +27,18 @@ def is_frozen(model: nn.Module) -> bool:
     return bool(mods) and all(m.is_frozen for m in mods)
 
 
-def _activation_quantizers(model: nn.Module):
-    return [(n, q) for n, q in named_quantizers(model) if q.enabled and not q.is_weight]
+def _activation_quantizers(model: nn.Module, unfrozen: bool = False):
+    return [(n, q) for n, q in named_quantizers(model)
+            if q.enabled and not q.is_weight and not (unfrozen and q.frozen)]
 
 
 @contextmanager
 def calibration(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block, every enabled activation quantizer observes the tensors that pass (values unchanged)."""
-    quantizers = _activation_quantizers(model)
+    """Inside the block, every enabled activation quantizer observes the tensors that pass (values unchanged).
+
+    Quantizers whose qparams a calibration algorithm already set (``Quantizer.set_qparams``) are left alone.
+    """
+    quantizers = _activation_quantizers(model, unfrozen=True)
     if not quantizers:
         raise VitqError("model has no enabled activation quantizers: convert it first")
     if is_frozen(model):
@@ -90,13 +94,46 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
+def run_calibration(model: nn.Module, calib: Iterable, device: Optional[torch.device] = None,
+                    show_progress: bool = True) -> int:
+    """The whole calibration of a converted model's recipe: the transforms that run before the observer pass
+    (e.g. ``repq``, ``smoothquant``), the pass itself (:func:`calibrate`), then the ones after it (``hessian``).
+
+    The calibration images are read once and kept in memory, since the transforms pass over them again.
+    Returns the number of images. Call :func:`freeze` next.
+    """
+    from .algorithms import run_transforms
+
+    batches = []
+    for batch in progress(calib, desc="load calibration", disable=not show_progress):
+        x = _images(batch)
+        batches.append(x.to(device) if device is not None else x)
+    if not batches or sum(x.shape[0] for x in batches) == 0:
+        raise VitqError("calibration data is empty")
+    if is_frozen(model):
+        raise VitqError("model is frozen: calibrate before freeze()")
+    model.eval()
+    config = getattr(model, "vitq_config", None)
+    if config is not None:
+        run_transforms(model, "before", batches)
+    seen = calibrate(model, batches, show_progress=show_progress)
+    if config is not None:
+        run_transforms(model, "after", batches)
+    return seen
+
+
 def quantize(model: nn.Module, config="w8a8", calib: Optional[Iterable] = None, device=None,
              show_progress: bool = True, registry=None) -> nn.Module:
-    """Convert, calibrate on ``calib`` and freeze, in one call. Returns the quantized copy; ``model`` is unchanged."""
+    """Convert, calibrate on ``calib`` (running the recipe's transforms) and freeze, in one call.
+
+    Returns the quantized copy; ``model`` is unchanged.
+    """
     if calib is None:
         raise VitqError("quantize() needs calibration data (calib=...)")
     qmodel = convert(model, config, registry=registry)
-    calibrate(qmodel, calib, device=device, show_progress=show_progress)
+    if device is not None:
+        qmodel.to(device)
+    run_calibration(qmodel, calib, device=device, show_progress=show_progress)
     return freeze(qmodel)
 
 

@@ -16,6 +16,7 @@ from .errors import VitqError
 EPILOG = """examples:
   vitq quantize                                   # embedded Fashion-MNIST ViT, w8a8, report on the test set
   vitq quantize --checkpoint m.safetensors --config m.json --data cifar10/ --preset w4a4 --out runs/w4a4
+  vitq quantize --checkpoint m.safetensors --data cifar10/ --preset repq --w-bits 4 --a-bits 4 --calib-size 32
   vitq quantize --model deit_small_patch16_224 --pretrained --data imagenet/ --calib-size 256 --out runs/ds
   vitq analyze --checkpoint m.safetensors --data cifar10/ --preset w4a4 --out runs/w4a4-analysis
   vitq export runs/w8a8 --format onnx --out w8a8.onnx
@@ -54,7 +55,10 @@ def _data_args(p: argparse.ArgumentParser, calib: bool) -> None:
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recipe")
-    g.add_argument("--preset", default="w8a8", help="w8a8, w6a6, w4a8, w4a4 or wXaY (default w8a8)")
+    g.add_argument("--preset", default="w8a8",
+                   help="uniform min-max: w8a8 (default), w6a6, w4a8, w4a4, wXaY; published methods (W4A4 unless "
+                        "--w-bits/--a-bits): repq, repq_faithful, ptq4vit, fqvit, smoothquant, best; FP8: fp8, "
+                        "fp8_tensor; auto: fp8 on GPUs with FP8 tensor cores, else w8a8")
     g.add_argument("--recipe", help="YAML/JSON recipe file (overrides --preset)")
     g.add_argument("--w-bits", type=int, help="override weight bits (2-8)")
     g.add_argument("--a-bits", type=int, help="override activation bits (2-8)")
@@ -141,10 +145,18 @@ def _recipe(args):
 
     from .config import QuantConfig, preset
 
-    cfg = QuantConfig.from_file(args.recipe) if args.recipe else preset(args.preset)
-    cfg = cfg.with_bits(args.w_bits, args.a_bits) if (args.w_bits or args.a_bits) else cfg
-    if args.w_bits or args.a_bits:
-        cfg = replace(cfg, name=f"{cfg.name}:w{cfg.bits('weight')}a{cfg.bits('activation')}")
+    if args.recipe:
+        cfg = QuantConfig.from_file(args.recipe)
+        if args.w_bits or args.a_bits:
+            cfg = cfg.with_bits(args.w_bits, args.a_bits)
+            cfg = replace(cfg, name=f"{cfg.name}:w{cfg.bits('weight')}a{cfg.bits('activation')}")
+    else:
+        name = args.preset
+        if name == "auto":
+            from .runtime.lower import recommended_preset
+
+            name = recommended_preset(getattr(args, "device", None))
+        cfg = preset(name, args.w_bits, args.a_bits)
     return replace(cfg, qkv=args.qkv) if args.qkv else cfg
 
 

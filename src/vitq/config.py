@@ -18,16 +18,20 @@ from .errors import VitqError
 from .granularity import Granularity, PerChannel, PerTensor, granularity_from_dict, granularity_to_dict
 from .primitives import check_bits
 
-OBSERVER_NAMES = ("minmax", "ema", "percentile", "mse", "omse")
-SCHEMES = ("uniform", "log2", "log_sqrt2")
+OBSERVER_NAMES = ("minmax", "ema", "percentile", "mse", "omse", "pct_search", "ptf", "twin")
+SCHEMES = ("uniform", "log2", "log_sqrt2", "twin_uniform", "fp8_e4m3")
 
 
 @dataclass(frozen=True)
 class QuantSpec:
     """How one quantizer quantizes: bit width, symmetry, signedness, granularity and the observer that calibrates it.
 
-    ``scheme`` is ``uniform`` (affine integer grid) or, for non-negative activations such as the softmax output,
-    ``log2`` / ``log_sqrt2`` (power-of-two levels, see ``primitives.fake_quantize_log``; scale = calibrated max).
+    ``scheme`` is ``uniform`` (affine integer grid); for non-negative activations such as the softmax output,
+    ``log2`` / ``log_sqrt2`` (power-of-two levels, see ``primitives.fake_quantize_log``; scale = calibrated max);
+    ``twin_uniform`` (two uniform grids for softmax and GELU outputs, :mod:`vitq.algorithms.twin_uniform`); or
+    ``fp8_e4m3`` (scaled float8, symmetric, 8 bits only; the format of FP8 tensor-core GEMMs).
+    ``strict=False`` allows the looser level sets of published code where vitq otherwise keeps at most
+    ``2**bits`` levels (the log quantizers then add an exact zero beyond their ``2**bits`` powers, as RepQ-ViT does).
     ``signed=None`` decides at freeze time: signed if the observed minimum is negative, else unsigned (so a
     post-softmax or post-GELU-like non-negative tensor gets all 2**bits levels). ``observer_args`` are keyword
     arguments of the observer, as a tuple of (name, value) pairs so the spec stays hashable.
@@ -40,9 +44,12 @@ class QuantSpec:
     observer_args: tuple[tuple[str, Any], ...] = ()
     signed: Optional[bool] = None
     scheme: str = "uniform"
+    strict: bool = True
 
     def __post_init__(self):
         check_bits(self.bits)
+        if self.scheme == "fp8_e4m3" and (self.bits != 8 or not self.symmetric):
+            raise VitqError("fp8_e4m3 is an 8-bit symmetric format: use bits=8, symmetric=True")
         if self.scheme not in SCHEMES:
             raise VitqError(f"unknown scheme {self.scheme!r} (known: {', '.join(SCHEMES)})")
         if self.observer not in OBSERVER_NAMES:
@@ -59,11 +66,13 @@ class QuantSpec:
             d["signed"] = self.signed
         if self.scheme != "uniform":
             d["scheme"] = self.scheme
+        if not self.strict:
+            d["strict"] = False
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantSpec":
-        known = {"bits", "symmetric", "granularity", "observer", "observer_args", "signed", "scheme"}
+        known = {"bits", "symmetric", "granularity", "observer", "observer_args", "signed", "scheme", "strict"}
         extra = set(d) - known
         if extra:
             raise VitqError(f"unknown spec fields {sorted(extra)} (known: {sorted(known)})")
@@ -73,7 +82,7 @@ class QuantSpec:
                    granularity=granularity_from_dict(d.get("granularity", "per_tensor")),
                    observer=d.get("observer", "minmax"),
                    observer_args=tuple(sorted(dict(d.get("observer_args", {})).items())), signed=d.get("signed"),
-                   scheme=d.get("scheme", "uniform"))
+                   scheme=d.get("scheme", "uniform"), strict=bool(d.get("strict", True)))
 
 
 @dataclass(frozen=True)
@@ -102,17 +111,48 @@ class QuantRule:
 
 
 @dataclass(frozen=True)
+class Transform:
+    """One calibration algorithm of a recipe, by name, with keyword arguments (see :mod:`vitq.algorithms`).
+
+    Transforms run inside ``vitq.quantize``: some before the calibration pass (``smoothquant``, ``repq``: they
+    rewrite float weights and fix qparams), some after it (``hessian``: a scale search), in recipe order.
+    """
+
+    name: str
+    args: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self):
+        from .algorithms import TRANSFORMS
+
+        if self.name not in TRANSFORMS:
+            raise VitqError(f"unknown transform {self.name!r} (known: {', '.join(TRANSFORMS)})")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, **dict(self.args)}
+
+    @classmethod
+    def from_dict(cls, d) -> "Transform":
+        if isinstance(d, str):
+            return cls(d)
+        if not isinstance(d, dict) or "name" not in d:
+            raise VitqError(f"a transform is a name or a mapping with 'name', not {d!r}")
+        return cls(d["name"], tuple(sorted((k, v) for k, v in d.items() if k != "name")))
+
+
+@dataclass(frozen=True)
 class QuantConfig:
     """A whole recipe: ordered rules (first match wins), the qkv mode and the modules left unconverted.
 
     ``qkv="split"`` gives Q, K and V their own quantizers right after the fused qkv Linear (and the qkv weight's
     three row blocks their own scales); ``qkv="fused"`` keeps one quantizer over the whole qkv output.
+    ``transforms`` are the calibration algorithms run by ``vitq.quantize`` (see :class:`Transform`).
     """
 
     rules: tuple[QuantRule, ...]
     qkv: str = "split"
     exclude: tuple[str, ...] = ()
     name: str = "custom"
+    transforms: tuple[Transform, ...] = ()
 
     def __post_init__(self):
         if self.qkv not in ("split", "fused"):
@@ -142,20 +182,24 @@ class QuantConfig:
         return next((r.spec.bits for r in self.rules if r.role == role and r.spec is not None), None)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "qkv": self.qkv, "exclude": list(self.exclude),
-                "rules": [r.to_dict() for r in self.rules]}
+        d = {"name": self.name, "qkv": self.qkv, "exclude": list(self.exclude),
+             "rules": [r.to_dict() for r in self.rules]}
+        if self.transforms:
+            d["transforms"] = [t.to_dict() for t in self.transforms]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantConfig":
         if not isinstance(d, dict) or not isinstance(d.get("rules"), list) or \
                 not all(isinstance(r, dict) for r in d["rules"]):
             raise VitqError("a recipe needs a 'rules' list of {pattern, spec} entries")
-        known = {"name", "qkv", "exclude", "rules"}
+        known = {"name", "qkv", "exclude", "rules", "transforms"}
         extra = set(d) - known
         if extra:
             raise VitqError(f"unknown recipe fields {sorted(extra)} (known: {sorted(known)})")
         return cls(rules=tuple(QuantRule.from_dict(r) for r in d["rules"]), qkv=d.get("qkv", "split"),
-                   exclude=tuple(d.get("exclude", ())), name=d.get("name", "custom"))
+                   exclude=tuple(d.get("exclude", ())), name=d.get("name", "custom"),
+                   transforms=tuple(Transform.from_dict(t) for t in d.get("transforms", ())))
 
     @classmethod
     def from_file(cls, path) -> "QuantConfig":
@@ -207,15 +251,23 @@ PRESETS = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8), "w4a4": (4, 4)}
 
 
 def preset(name: str, w_bits: Optional[int] = None, a_bits: Optional[int] = None, **kwargs) -> QuantConfig:
-    """A named preset (``w8a8``, ``w6a6``, ``w4a8``, ``w4a4``, or ``wXaY`` for any bits 2..8), optionally with
-    other bits. Keyword arguments go to :func:`basic_rules` (granularities, observers) or QuantConfig (``qkv``)."""
+    """A named preset, optionally with other bits: a uniform min-max one (``w8a8``, ``w6a6``, ``w4a8``, ``w4a4``,
+    or ``wXaY`` for any bits 2..8), or a method preset of :mod:`vitq.recipes` (``repq``, ``repq_faithful``,
+    ``ptq4vit``, ``fqvit``, ``smoothquant``, ``best``, ``fp8``). Keyword arguments of the uniform presets go to
+    :func:`basic_rules` (granularities, observers) or QuantConfig (``qkv``)."""
+    from .recipes import METHODS, method_preset
+
+    if name in METHODS:
+        if kwargs:
+            raise VitqError(f"preset {name!r} takes only bit widths, not {sorted(kwargs)}")
+        return method_preset(name, w_bits, a_bits)
     bits = PRESETS.get(name)
     if bits is None:
         import re
 
         m = re.fullmatch(r"w(\d)a(\d)", name)
         if not m:
-            raise VitqError(f"unknown preset {name!r} (known: {', '.join(PRESETS)}, or wXaY)")
+            raise VitqError(f"unknown preset {name!r} (known: {', '.join([*PRESETS, *METHODS])}, or wXaY)")
         bits = (int(m.group(1)), int(m.group(2)))
     w, a = w_bits or bits[0], a_bits or bits[1]
     qkv = kwargs.pop("qkv", "split")

@@ -11,6 +11,9 @@ the problem; constant and all-zero inputs give a finite, positive scale (see ``p
                   (``p`` default 2.4, as in BRECQ-style code) on a seeded subsample of the calibration data.
 * ``omse``:       the same search with the L2 norm (``p = 2``) on a finer grid: OMSE (Choukroun et al., 2019),
                   minimizing the Frobenius norm of the quantization error, as FQ-ViT calibrates.
+
+Method-specific observers (``pct_search`` of RepQ-ViT, ``ptf`` of FQ-ViT, ``twin`` of PTQ4ViT) are in
+:mod:`vitq.algorithms`.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import torch
 
 from .config import QuantSpec
 from .errors import VitqError
-from .primitives import EPS, fake_quantize, qparams_from_minmax, qrange
+from .primitives import EPS, FP8_MAX, fake_quantize, qparams_from_minmax, qrange
 
 
 def _rows(xv: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Size]:
@@ -78,10 +81,16 @@ class Observer:
         """Qparams from the accumulated statistics."""
         if not self.has_data:
             raise VitqError("observer has seen no data")
-        if self.spec.scheme != "uniform":  # log levels hang from the maximum; no zero point
-            if not torch.isfinite(self.max_val).all():
+        scheme = self.spec.scheme
+        if scheme != "uniform":
+            if not (torch.isfinite(self.max_val).all() and torch.isfinite(self.min_val).all()):
                 raise VitqError("cannot compute a scale from NaN or infinite statistics")
-            scale = self.max_val.clamp_min(EPS)
+            if scheme == "fp8_e4m3":  # symmetric: the largest magnitude maps to e4m3's largest finite value
+                scale = (torch.maximum(-self.min_val, self.max_val) / FP8_MAX).clamp_min(EPS)
+                return scale, torch.zeros_like(scale), -int(FP8_MAX), int(FP8_MAX)
+            if scheme == "twin_uniform":
+                raise VitqError("twin_uniform scales come from the 'twin' observer (observer: twin)")
+            scale = self.max_val.clamp_min(EPS)  # log levels hang from the maximum; no zero point
             return scale, torch.zeros_like(scale), 0, 2 ** self.spec.bits - 1
         signed = self.signed()
         scale, zp = qparams_from_minmax(self.min_val, self.max_val, self.spec.bits, self.spec.symmetric, signed)
@@ -188,8 +197,16 @@ OBSERVERS = {"minmax": MinMaxObserver, "ema": EMAMinMaxObserver, "percentile": P
 
 
 def make_observer(spec: QuantSpec, channel_axis: int = -1) -> Observer:
-    """The observer named by ``spec.observer``, built with ``spec.observer_args``."""
-    cls = OBSERVERS[spec.observer]
+    """The observer named by ``spec.observer``, built with ``spec.observer_args``.
+
+    The searches of published methods (``pct_search``, ``ptf``, ``twin``) live in :mod:`vitq.algorithms`.
+    """
+    if spec.observer in OBSERVERS:
+        cls = OBSERVERS[spec.observer]
+    else:
+        from .algorithms import algorithm_observer
+
+        cls = algorithm_observer(spec.observer)
     try:
         return cls(spec, channel_axis, **dict(spec.observer_args))
     except TypeError as e:

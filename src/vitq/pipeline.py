@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .calibrate import calibrate, freeze
+from .calibrate import freeze, run_calibration
 from .config import QuantConfig
 from .convert import convert
 from .data import default_eval_split, first_subset, make_loader, open_dataset, random_subset
@@ -113,7 +113,7 @@ def quantize_and_report(model: nn.Module, config: QuantConfig, calib: DataLoader
     if device is not None:
         qmodel.to(device)
         model.to(device)
-    calibrate(qmodel, calib, device=device, show_progress=show_progress)
+    run_calibration(qmodel, calib, device=device, show_progress=show_progress)
     freeze(qmodel)
     seconds_calibrate = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -111,20 +111,39 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
 LOG_STEPS = {"log2": 1.0, "log_sqrt2": 0.5}  # exponent step: levels scale * 2^(-step * code)
 
 
-def fake_quantize_log(x: torch.Tensor, scale: torch.Tensor, bits: int, scheme: str = "log2") -> torch.Tensor:
+def fake_quantize_log(x: torch.Tensor, scale: torch.Tensor, bits: int, scheme: str = "log2",
+                      strict: bool = True) -> torch.Tensor:
     """Logarithmic fake quantization of non-negative values (post-softmax probabilities) in [0, scale].
 
     Levels are ``scale * 2^(-step * c)`` for codes ``c = 0 .. 2^bits - 2`` (step 1 for ``log2``, 1/2 for
     ``log_sqrt2``, as in RepQ-ViT), and code ``2^bits - 1`` is an exact zero: ``2^bits`` levels in all, never more.
-    A value rounds (in the log domain) to the nearest level, and to zero below half a step under the smallest one.
-    Negative inputs clamp to zero. No straight-through gradient: this is for calibrated inference.
+    ``strict=False`` keeps all ``2^bits`` power codes and adds the zero on top (``2^bits + 1`` levels), which is
+    what RepQ-ViT's code does. A value rounds (in the log domain) to the nearest level, and to zero below half a
+    step under the smallest one. Negative inputs clamp to zero. No straight-through gradient: for inference.
     """
     step = LOG_STEPS[scheme]
-    top = 2 ** bits - 2  # largest power code; 2^bits - 1 is the zero level
+    top = 2 ** bits - (2 if strict else 1)  # largest power code
     ratio = (x / scale).clamp(0.0, 1.0)
     code = torch.round(-torch.log2(ratio) / step)  # inf for ratio 0
     out = scale * torch.exp2(-step * code.clamp(max=top))
     return torch.where(code > top + 0.5, torch.zeros_like(out), out)
+
+
+FP8_DTYPE = torch.float8_e4m3fn
+FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448: the largest finite e4m3 value
+
+
+def quantize_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """FP8 (e4m3) codes of ``x / scale``, saturated to +-448: the codes an FP8 GEMM (``torch._scaled_mm``) reads."""
+    return (x * (1.0 / scale)).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+
+
+def fake_quantize_fp8(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``dequantize(quantize_fp8(x))``: round to the nearest e4m3 value of ``x / scale`` (saturating), times scale.
+
+    Unlike the integer grid, e4m3 levels are denser near zero (3 mantissa bits per binade): 253 finite values.
+    """
+    return quantize_fp8(x, scale).to(x.dtype) * scale
 
 
 def int_dtype(qmin: int, qmax: int) -> torch.dtype:

@@ -22,7 +22,8 @@ from .config import QuantSpec
 from .errors import VitqError
 from .granularity import PerBlock
 from .observers import Observer, make_observer
-from .primitives import dequantize, fake_quantize, fake_quantize_log, qparams_from_minmax, qrange, quantize
+from .primitives import (FP8_MAX, dequantize, fake_quantize, fake_quantize_fp8, fake_quantize_log,
+                         qparams_from_minmax, qrange, quantize, quantize_fp8)
 
 STATES = ("off", "observe", "quantize")
 
@@ -88,8 +89,11 @@ class Quantizer(nn.Module):
             return
         if self.frozen:
             raise VitqError("quantizer is already frozen: quantizing twice is not allowed")
-        if self.spec.scheme != "uniform" and (self.is_weight or self.spec.granularity.dynamic):
-            raise VitqError(f"{self.spec.scheme} quantizers are for static activations (e.g. the softmax output)")
+        scheme = self.spec.scheme
+        if scheme in ("log2", "log_sqrt2", "twin_uniform") and (self.is_weight or self.spec.granularity.dynamic):
+            raise VitqError(f"{scheme} quantizers are for static activations (e.g. the softmax output)")
+        if scheme in ("twin_uniform", "fp8_e4m3") and self.spec.granularity.dynamic:
+            raise VitqError(f"{scheme} quantizers need static (calibrated) scales")
         if self.spec.granularity.dynamic:
             qmin, qmax = qrange(self.spec.bits, self.spec.signed if self.spec.signed is not None
                                 else self.spec.symmetric)
@@ -103,6 +107,23 @@ class Quantizer(nn.Module):
         self.observer = None
         self._range_cache = None
         self.state = "quantize"
+
+    def set_qparams(self, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int) -> None:
+        """Fix qparams found by a calibration algorithm (a search, a reparameterization) instead of the observer.
+
+        The quantizer counts as frozen from here on: calibration passes skip it and ``freeze()`` of its module only
+        switches it to ``quantize``. The state stays ``off`` until then, so later calibration passes see float.
+        """
+        if not self.enabled:
+            raise VitqError("cannot set qparams of a disabled quantizer")
+        if self.frozen:
+            raise VitqError("quantizer is already frozen: quantizing twice is not allowed")
+        self.scale = scale.detach().float().clone()
+        self.zero_point = zero_point.detach().float().clone()
+        self.qrange = torch.tensor([qmin, qmax], dtype=torch.int32)
+        self.observer = None
+        self._range_cache = None
+        self.state = "off"
 
     @property
     def _range(self) -> tuple[int, int]:
@@ -127,14 +148,20 @@ class Quantizer(nn.Module):
         return self.scale, self.zero_point, qmin, qmax
 
     def quantize_int(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer codes of x (float dtype, same shape as x) under the frozen qparams."""
+        """Codes of x (same shape) under the frozen qparams: integers in x's float dtype, or float8 for fp8_e4m3."""
         xv, dims = self.spec.granularity.view(x, self.channel_axis)
+        if self.spec.scheme == "fp8_e4m3":
+            return quantize_fp8(xv, self.scale).reshape(x.shape)
+        if self.spec.scheme != "uniform":
+            raise VitqError(f"{self.spec.scheme} values have no integer codes")
         scale, zp, qmin, qmax = self._qparams(xv, dims)
         return quantize(xv, scale, zp, qmin, qmax).reshape(x.shape)
 
     def dequantize_int(self, q: torch.Tensor) -> torch.Tensor:
-        """Real values of integer codes ``q`` (static granularities only)."""
+        """Real values of codes ``q`` (static granularities only)."""
         qv, _ = self.spec.granularity.view(q, self.channel_axis)
+        if self.spec.scheme == "fp8_e4m3":
+            return (qv.float() * self.scale).reshape(q.shape)
         return dequantize(qv, self.scale, self.zero_point).reshape(q.shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,8 +172,17 @@ class Quantizer(nn.Module):
                 self.observer.update(x)
             return x
         xv, dims = self.spec.granularity.view(x, self.channel_axis)
-        if self.spec.scheme != "uniform":
-            return fake_quantize_log(xv, self.scale, self.spec.bits, self.spec.scheme).reshape(x.shape)
+        scheme = self.spec.scheme
+        if scheme != "uniform":
+            if scheme == "fp8_e4m3":
+                out = fake_quantize_fp8(xv, self.scale)
+            elif scheme == "twin_uniform":
+                from .algorithms.twin_uniform import fake_quantize_twin
+
+                out = fake_quantize_twin(xv, self.scale, self.spec.bits, signed=self._range[0] < 0)
+            else:
+                out = fake_quantize_log(xv, self.scale, self.spec.bits, scheme, self.spec.strict)
+            return out.reshape(x.shape)
         scale, zp, qmin, qmax = self._qparams(xv, dims)
         return fake_quantize(xv, scale, zp, qmin, qmax).reshape(x.shape)
 

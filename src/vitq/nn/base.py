@@ -31,6 +31,9 @@ class QuantModule(nn.Module):
             raise VitqError(f"{type(self).__name__} is already frozen: a model is frozen exactly once")
         for name, q in self.own_quantizers():
             if not q.is_weight:
+                if q.frozen:  # qparams already set by a calibration algorithm (Quantizer.set_qparams)
+                    q.state = "quantize"
+                    continue
                 try:
                     q.freeze()
                 except VitqError as e:
@@ -63,12 +66,16 @@ class QuantWeightModule(QuantModule):
         if not wq.enabled:
             return
         w = self.weight.detach()
-        wq.observe_tensor(w)
-        wq.freeze()
+        if wq.frozen:  # scales searched by a calibration algorithm
+            wq.state = "quantize"
+        else:
+            wq.observe_tensor(w)
+            wq.freeze()
         codes = wq.quantize_int(w)
         qmin, qmax = (int(v) for v in wq.qrange)
         del self.weight  # the float Parameter goes; only codes + scale remain
-        self.register_buffer("weight_int", codes.to(int_dtype(qmin, qmax)))
+        dtype = codes.dtype if wq.spec.scheme == "fp8_e4m3" else int_dtype(qmin, qmax)
+        self.register_buffer("weight_int", codes.to(dtype))
         self.finish_load()
 
     def weight_row_scales(self) -> torch.Tensor:
@@ -94,7 +101,7 @@ class QuantWeightModule(QuantModule):
         super().prepare_frozen_layout()
         if self.weight_quantizer.enabled:
             del self.weight
-            self.register_buffer("weight_int", torch.empty(0, dtype=torch.int8))
+            self.register_buffer("weight_int", torch.empty(0, dtype=torch.int8))  # dtype and shape come from the file
 
     def finish_load(self) -> None:
         if self.weight_is_quantized:

@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from ..calibrate import is_frozen
-from ..convert import quant_modules
 from ..errors import VitqError
 from ..granularity import PerTensor
 from ..nn import QuantLinear
 from ..primitives import quantize
+from .buffers import FixedDtypeBuffers
 
 
 def int8_reason(layer: QuantLinear) -> str | None:
@@ -41,8 +41,13 @@ def int8_reason(layer: QuantLinear) -> str | None:
     return None
 
 
-class Int8Linear(nn.Module):
-    """A Linear computed in integers. Build it from a frozen QuantLinear with :meth:`from_quant_linear`."""
+class Int8Linear(FixedDtypeBuffers):
+    """A Linear computed in integers. Build it from a frozen QuantLinear with :meth:`from_quant_linear`.
+
+    ``model.to(torch.bfloat16)`` leaves its codes and scales exact; the output takes the input's dtype.
+    """
+
+    fixed_dtype_buffers = ("weight_t", "weight_rowsum", "weight_scale", "input_scale_t", "input_zero_point_t")
 
     def __init__(self, weight_int: torch.Tensor, weight_scale: torch.Tensor, bias, input_scale: float,
                  input_zero_point: int, input_qmin: int, input_qmax: int):
@@ -56,8 +61,9 @@ class Int8Linear(nn.Module):
         self.shift = 128 if self.qmin == 0 else 0  # uint8 codes -> int8
         self.input_zero_point = int(input_zero_point)
         # the same qparams as 0-d tensors for quantize(), built once (they follow .to(device))
-        self.register_buffer("input_scale_t", torch.tensor(self.input_scale))
-        self.register_buffer("input_zero_point_t", torch.tensor(float(self.input_zero_point)))
+        dev = weight_int.device
+        self.register_buffer("input_scale_t", torch.tensor(self.input_scale, device=dev))
+        self.register_buffer("input_zero_point_t", torch.tensor(float(self.input_zero_point), device=dev))
 
     @classmethod
     def from_quant_linear(cls, layer: QuantLinear) -> "Int8Linear":
@@ -71,7 +77,7 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)  # (M, K)
+        x2 = x.reshape(-1, self.in_features).float()  # (M, K)
         codes = quantize(x2, self.input_scale_t, self.input_zero_point_t, self.qmin, self.qmax)
         a = (codes - self.shift).to(torch.int8)
         m = a.shape[0]
@@ -82,25 +88,26 @@ class Int8Linear(nn.Module):
         y = acc.float() * (self.input_scale * self.weight_scale)
         if self.bias is not None:
             y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+        return y.to(x.dtype).reshape(*lead, self.out_features)
 
 
 def to_int8(model: nn.Module) -> tuple[nn.Module, dict]:
     """A copy of the frozen ``model`` whose eligible QuantLinear layers run as Int8Linear (the rest unchanged),
     and ``{"int8": [names], "kept": {name: reason}}``."""
+    from .lower import swap_linears
+
     if not is_frozen(model):
         raise VitqError("only a frozen model can run on integer kernels: run calibrate() and freeze() first")
     model = copy.deepcopy(model)
-    modules = dict(model.named_modules())
-    done, kept = [], {}
-    for name, m in list(quant_modules(model)):
-        if not isinstance(m, QuantLinear):
-            continue
-        reason = int8_reason(m)
+    names = {id(m): n for n, m in model.named_modules()}
+    kept = {}
+
+    def build(layer):
+        reason = int8_reason(layer)
         if reason is not None:
-            kept[name] = reason
-            continue
-        parent, _, attr = name.rpartition(".")
-        setattr(modules[parent] if parent else model, attr, Int8Linear.from_quant_linear(m))
-        done.append(name)
+            kept[names[id(layer)]] = reason
+            return None
+        return Int8Linear.from_quant_linear(layer)
+
+    done = swap_linears(model, build)
     return model, {"int8": done, "kept": kept}

@@ -1,0 +1,175 @@
+"""Method presets on the shared CIFAR-10 ViT: top-1 on the full test set at several bit widths and calibration
+sizes, calibration wall time, and a w4a4 ablation of the ``best`` recipe's components.
+
+    python bench/recipes.py                 # the whole grid (long: about an hour on 2 CPU cores)
+    python bench/recipes.py --render        # rewrite docs/results.md and the plot from bench/out/recipes.jsonl
+
+Results accumulate in ``bench/out/recipes.jsonl`` (one line per run, rerun rows are skipped), so an interrupted
+run resumes. Calibration images come from ``train/`` (seed 0); every row has the coverage of ``vitq.recipes``
+(patch-embedding input at 8 bits, every weight and every Linear/matmul input at the row's bits).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from common import REPO, load_cifar, logits_of, table, top1, write_section
+import vitq
+from vitq import QuantRule, QuantSpec
+from vitq import recipes as R
+from vitq.config import Transform
+
+OUT = Path(__file__).resolve().parent / "out" / "recipes.jsonl"
+PLOT = REPO / "docs" / "recipes.png"
+PRESETS = ["minmax", "smoothquant", "fqvit", "ptq4vit", "repq", "repq_faithful", "best"]
+BITS = [(8, 8), (6, 6), (4, 8), (4, 4), (3, 3)]
+
+
+def config_for(name: str, w: int, a: int):
+    return vitq.preset(f"w{w}a{a}") if name == "minmax" else vitq.preset(name, w_bits=w, a_bits=a)
+
+
+def ablation_configs(w: int = 4, a: int = 4) -> list[tuple[str, object]]:
+    """The best recipe built up one component at a time."""
+    base = vitq.preset(f"w{w}a{a}")
+    pct = replace(R.repq(w, a), transforms=(), rules=R._rules(
+        weight=QuantSpec(w, False, vitq.PerChannel(), observer="pct_search"),
+        act=QuantSpec(a, False, observer="pct_search"), softmax=QuantSpec(a, True, observer="pct_search"),
+        image=QuantSpec(8, False, observer="pct_search")))
+    logsm = replace(pct, rules=(QuantRule("*.matmul_av.a_quantizer", QuantSpec(a, True, scheme="log_sqrt2",
+                                                                              observer="pct_search")),) + pct.rules)
+    rep = R.repq(w, a)
+    twin = replace(rep, rules=(QuantRule("*.mlp.fc2.input_quantizer",
+                                         QuantSpec(a, True, scheme="twin_uniform", observer="twin")),) + rep.rules)
+    hess = R.best(w, a)
+    hess_inputs = replace(hess, transforms=rep.transforms + (Transform("hessian"),))
+    return [("min-max (w4a4 preset)", base), ("+ percentile-search scales", pct), ("+ log-sqrt2 softmax", logsm),
+            ("+ RepQ reparameterization (= repq)", rep), ("+ twin-uniform post-GELU", twin),
+            ("+ Hessian-guided weight scales (= best)", hess),
+            ("best, Hessian search on inputs too", hess_inputs)]
+
+
+def done_keys() -> set:
+    if not OUT.is_file():
+        return set()
+    return {json.loads(line)["key"] for line in OUT.read_text().splitlines() if line.strip()}
+
+
+def run(model, calib, images, labels, key: str, config, extra: dict) -> None:
+    t0 = time.perf_counter()
+    qm = vitq.quantize(model, config, calib=calib, show_progress=False)
+    secs = time.perf_counter() - t0
+    acc = top1(logits_of(qm, images)[0], labels)
+    row = {"key": key, "top1": acc, "calib_seconds": secs, "images": len(images), **extra}
+    OUT.parent.mkdir(exist_ok=True)
+    with OUT.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{key}: {acc:.2f}% calib {secs:.1f}s", flush=True)
+
+
+def grid(calib_sizes: list[int], bits: list[tuple[int, int]], presets: list[str], ablation: bool) -> None:
+    done = done_keys()
+    for n_calib in calib_sizes:
+        model, calib, images, labels = load_cifar(n_calib)
+        if "float" not in done:
+            run_float = top1(logits_of(model, images)[0], labels)
+            with OUT.open("a") as f:
+                f.write(json.dumps({"key": "float", "top1": run_float, "images": len(images)}) + "\n")
+            done.add("float")
+        for w, a in bits:
+            for name in presets:
+                key = f"{name}/w{w}a{a}/c{n_calib}"
+                if key not in done:
+                    run(model, calib, images, labels, key, config_for(name, w, a),
+                        {"preset": name, "w": w, "a": a, "calib": n_calib})
+        if ablation and n_calib == 32:
+            for label, cfg in ablation_configs():
+                key = f"ablation/{label}"
+                if key not in done:
+                    run(model, calib, images, labels, key, cfg, {"ablation": label, "calib": n_calib})
+
+
+def render() -> None:
+    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    by_key = {r["key"]: r for r in rows}
+    fp = by_key["float"]["top1"]
+    md = ["## Method presets (#5)", "",
+          "`python bench/recipes.py`: shared CIFAR-10 ViT, top-1 (%) on the full test set "
+          f"({by_key['float']['images']} images; float {fp:.2f}). Calibration images from `train/` (seed 0). "
+          "Coverage of every row: patch-embedding input 8-bit, every weight (patch embedding and head included) at "
+          "w bits, every Linear input, Q, K, V and the softmax output at a bits; LayerNorm, GELU, softmax and "
+          "residual adds float. `minmax` is the plain wXaY preset. Calibration time is the wall time of "
+          "`vitq.quantize` (convert, transforms, observer pass, freeze) on this 2-core CPU.", ""]
+    for n_calib in (32, 128):
+        present = [p for p in PRESETS if any(r.get("preset") == p and r.get("calib") == n_calib for r in rows)]
+        if not present:
+            continue
+        header = ["preset"] + [f"w{w}a{a}" for w, a in BITS] + ["calib time (s), w4a4"]
+        body = []
+        for p in present:
+            line = [p]
+            for w, a in BITS:
+                r = by_key.get(f"{p}/w{w}a{a}/c{n_calib}")
+                line.append(f"{r['top1']:.2f}" if r else "not run")
+            r = by_key.get(f"{p}/w4a4/c{n_calib}")
+            line.append(f"{r['calib_seconds']:.1f}" if r else "")
+            body.append(line)
+        md += [f"### {n_calib} calibration images", "", table(header, body), ""]
+    abl = [r for r in rows if "ablation" in r]
+    if abl:
+        md += ["### Ablation at w4a4 (32 calibration images)", "",
+               table(["recipe", "top-1 (%)", "delta vs float"],
+                     [[r["ablation"], f"{r['top1']:.2f}", f"{r['top1'] - fp:+.2f}"] for r in abl]), ""]
+    md.append("![top-1 per preset and bit width](recipes.png)")
+    write_section("recipes", "\n".join(md))
+    plot(rows, fp)
+    print("\n".join(md))
+
+
+def plot(rows: list[dict], fp: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    labels = [f"w{w}a{a}" for w, a in BITS]
+    for ax, n_calib in zip(axes, (32, 128)):
+        for p in PRESETS:
+            ys = [next((r["top1"] for r in rows if r.get("key") == f"{p}/w{w}a{a}/c{n_calib}"), None)
+                  for w, a in BITS]
+            if any(y is not None for y in ys):
+                ax.plot(labels, [float("nan") if y is None else y for y in ys], marker="o", label=p)
+        ax.axhline(fp, color="k", ls="--", lw=1, label="float")
+        ax.set_title(f"{n_calib} calibration images")
+        ax.set_xlabel("bits")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("top-1 (%)")
+    axes[0].set_ylim(max(0, fp - 40), fp + 3)
+    axes[1].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--render", action="store_true", help="only rewrite docs/results.md and the plot")
+    ap.add_argument("--calib", type=int, nargs="+", default=[32, 128])
+    ap.add_argument("--bits", nargs="+", default=[f"w{w}a{a}" for w, a in BITS])
+    ap.add_argument("--presets", nargs="+", default=PRESETS)
+    ap.add_argument("--no-ablation", action="store_true")
+    args = ap.parse_args()
+    if not args.render:
+        torch.manual_seed(0)
+        bits = [(int(b[1]), int(b[3])) for b in args.bits]
+        grid(args.calib, bits, args.presets, not args.no_ablation)
+    render()
+
+
+if __name__ == "__main__":
+    main()

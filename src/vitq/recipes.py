@@ -1,0 +1,126 @@
+"""Method presets: published ViT PTQ recipes (and vitq's best combination) as QuantConfigs, at any bit widths.
+
+Every preset shares one coverage (that of RepQ-ViT's code, so rows compare): the image entering the patch
+embedding at 8 bits; every Linear/Conv weight (patch embedding and head included) at ``w_bits``; every Linear
+input, Q, K, V and the softmax output at ``a_bits``; LayerNorm, GELU, softmax and residual adds in float. What
+differs is how each quantizer is calibrated:
+
+=============== ======================================================================================
+``repq``        RepQ-ViT: percentile-search scales, asymmetric per-channel weights, post-LayerNorm
+                reparameterization (``repq`` transform), log-sqrt2 softmax; strict: at most 2^b levels
+``repq_faithful`` the same, as loose as RepQ-ViT's code: unrounded zero point, extra log zero level
+``ptq4vit``     PTQ4ViT: Hessian-guided search of Linear scales, twin-uniform softmax and post-GELU
+``fqvit``       FQ-ViT: power-of-two factor for post-LayerNorm inputs, log2 softmax, min-max elsewhere
+``smoothquant`` SmoothQuant (alpha 0.5) into qkv and fc1, min-max elsewhere
+``best``        vitq's best combination: ``repq`` + twin-uniform post-GELU + Hessian-guided weight scales
+``fp8``         FP8 e4m3 Linear layers and patch embedding (weights per channel, inputs per tensor),
+                attention in float:
+                the recipe for FP8 tensor-core GEMMs (8 bits only)
+``fp8_tensor``  the same with one weight scale per tensor (tensor-wise scaled GEMM, faster on Hopper)
+=============== ======================================================================================
+
+Method presets default to W4A4, the setting the papers headline; ``preset("repq", w_bits=6, a_bits=6)`` or
+``vitq quantize --preset repq --w-bits 6 --a-bits 6`` picks other bits.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from .config import QuantConfig, QuantRule, QuantSpec, Transform
+from .errors import VitqError
+from .granularity import PerChannel, PerTensor
+
+
+def _rules(weight: QuantSpec, act: QuantSpec, softmax: QuantSpec, post_ln: Optional[QuantSpec] = None,
+           post_gelu: Optional[QuantSpec] = None, image: Optional[QuantSpec] = None) -> tuple[QuantRule, ...]:
+    """The shared coverage (module docstring) with a spec per kind of tensor."""
+    rules = [QuantRule("patch_embed.proj.input_quantizer", image or QuantSpec(8, symmetric=False), "fixed"),
+             QuantRule("*weight_quantizer", weight, "weight"),
+             QuantRule("*output_quantizer", None),
+             QuantRule("*.matmul_qk.*", None),
+             QuantRule("*.matmul_av.b_quantizer", None),
+             QuantRule("*.matmul_av.a_quantizer", softmax)]
+    if post_ln is not None:
+        rules += [QuantRule("*.attn.qkv.input_quantizer", post_ln), QuantRule("*.mlp.fc1.input_quantizer", post_ln)]
+    if post_gelu is not None:
+        rules.append(QuantRule("*.mlp.fc2.input_quantizer", post_gelu))
+    rules += [QuantRule("*input_quantizer", act), QuantRule("*[qkv]_quantizer", act)]
+    return tuple(rules)
+
+
+def repq(w: int, a: int, strict: bool = True) -> QuantConfig:
+    """RepQ-ViT (Li et al., ICCV 2023); ``strict=False`` is ``repq_faithful``."""
+    search = QuantSpec(a, symmetric=False, observer="pct_search")
+    return QuantConfig(
+        rules=_rules(weight=QuantSpec(w, symmetric=False, granularity=PerChannel(), observer="pct_search"),
+                     act=search,
+                     softmax=QuantSpec(a, True, scheme="log_sqrt2", observer="pct_search", strict=strict),
+                     image=QuantSpec(8, symmetric=False, observer="pct_search")),
+        transforms=(Transform("repq", (("round_zero_point", strict),)),),
+        name=f"repq{'' if strict else '_faithful'}-w{w}a{a}")
+
+
+def ptq4vit(w: int, a: int) -> QuantConfig:
+    """PTQ4ViT (Yuan et al., ECCV 2022): Hessian-guided search and twin-uniform softmax / post-GELU."""
+    twin = QuantSpec(a, True, scheme="twin_uniform", observer="twin")
+    return QuantConfig(
+        rules=_rules(weight=QuantSpec(w, True, PerChannel()), act=QuantSpec(a, symmetric=False),
+                     softmax=QuantSpec(a, True, scheme="twin_uniform", observer="twin", signed=False),
+                     post_gelu=twin),
+        transforms=(Transform("hessian"),), name=f"ptq4vit-w{w}a{a}")
+
+
+def fqvit(w: int, a: int) -> QuantConfig:
+    """FQ-ViT (Lin et al., IJCAI 2022): power-of-two factor after LayerNorm and a log2 softmax."""
+    return QuantConfig(
+        rules=_rules(weight=QuantSpec(w, True, PerChannel()), act=QuantSpec(a, symmetric=False),
+                     softmax=QuantSpec(a, True, scheme="log2"),
+                     post_ln=QuantSpec(a, symmetric=False, granularity=PerChannel(), observer="ptf")),
+        name=f"fqvit-w{w}a{a}")
+
+
+def smoothquant(w: int, a: int, alpha: float = 0.5) -> QuantConfig:
+    """SmoothQuant (Xiao et al., ICML 2023) on the LayerNorm -> Linear pairs, min-max scales elsewhere."""
+    return QuantConfig(
+        rules=_rules(weight=QuantSpec(w, True, PerChannel()), act=QuantSpec(a, symmetric=False),
+                     softmax=QuantSpec(a, True)),
+        transforms=(Transform("smoothquant", (("alpha", alpha),)),), name=f"smoothquant-w{w}a{a}")
+
+
+def best(w: int, a: int) -> QuantConfig:
+    """vitq's best combination: RepQ-ViT (percentile-search scales, post-LayerNorm reparameterization, log-sqrt2
+    softmax), PTQ4ViT's twin-uniform post-GELU quantizer, and PTQ4ViT's Hessian-guided search of the Linear
+    weight scales (the activation scales keep the percentile search, which held accuracy better here)."""
+    c = repq(w, a)
+    gelu = QuantRule("*.mlp.fc2.input_quantizer", QuantSpec(a, True, scheme="twin_uniform", observer="twin"))
+    return QuantConfig(rules=(gelu,) + c.rules,
+                       transforms=c.transforms + (Transform("hessian", (("inputs", False),)),), name=f"best-w{w}a{a}")
+
+
+def fp8(w: int = 8, a: int = 8, weight_granularity=PerChannel()) -> QuantConfig:
+    """FP8 (e4m3) weights (per output channel by default) and Linear/patch-embedding inputs per tensor; attention
+    stays float. ``fp8_tensor`` uses one weight scale per tensor (and a fused qkv), which runs on the
+    tensor-wise scaled GEMM."""
+    if (w, a) != (8, 8):
+        raise VitqError("the fp8 presets are 8-bit only (e4m3): drop --w-bits/--a-bits")
+    per_tensor = isinstance(weight_granularity, PerTensor)
+    rules = (QuantRule("*weight_quantizer", QuantSpec(8, True, weight_granularity, scheme="fp8_e4m3"), "weight"),
+             QuantRule("*output_quantizer", None),
+             QuantRule("*.matmul_*", None),
+             QuantRule("*[qkv]_quantizer", None),
+             QuantRule("*input_quantizer", QuantSpec(8, True, PerTensor(), scheme="fp8_e4m3")))
+    return QuantConfig(rules=rules, qkv="fused" if per_tensor else "split",
+                       name="fp8_tensor" if per_tensor else "fp8")
+
+
+METHODS: dict[str, Callable[..., QuantConfig]] = {
+    "repq": repq, "repq_faithful": lambda w, a: repq(w, a, strict=False), "ptq4vit": ptq4vit, "fqvit": fqvit,
+    "smoothquant": smoothquant, "best": best, "fp8": fp8,
+    "fp8_tensor": lambda w, a: fp8(w, a, weight_granularity=PerTensor())}
+DEFAULT_BITS = {"fp8": (8, 8), "fp8_tensor": (8, 8)}
+
+
+def method_preset(name: str, w_bits: Optional[int] = None, a_bits: Optional[int] = None) -> QuantConfig:
+    """The method preset ``name`` at ``w_bits``/``a_bits`` (default W4A4; fp8: 8/8)."""
+    w0, a0 = DEFAULT_BITS.get(name, (4, 4))
+    return METHODS[name](w_bits or w0, a_bits or a0)
