@@ -22,27 +22,16 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from vitq.speed import int8_linear_recipe, median_time
+
 
 def timed(fn, x, reps: int) -> float:
-    """Median milliseconds of ``fn(x)`` over ``reps`` runs (after 3 warm-up runs)."""
-    with torch.no_grad():
-        for _ in range(3):
-            fn(x)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(reps):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn(x)
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-    return sorted(times)[len(times) // 2]
+    """Median milliseconds of ``fn(x)`` (CUDA events)."""
+    return 1000 * median_time(fn, x, reps)
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> dict:
@@ -55,7 +44,6 @@ def measure(batch: int, reps: int, compile_: bool, profile: bool = False) -> dic
     import timm
 
     import vitq
-    from vitq import QuantRule
     from vitq.runtime import kernel_support, lower, recommended_preset
 
     dev = torch.device("cuda")
@@ -75,10 +63,7 @@ def measure(batch: int, reps: int, compile_: bool, profile: bool = False) -> dic
     q_fp8t = vitq.quantize(model, "fp8_tensor", calib=calib, device=dev, show_progress=False)
     l_fp8t, rep_t = lower(q_fp8t, dev)
     res["fp8_tensor_layers"] = len(rep_t["fp8"])
-    w8 = vitq.preset("w8a8")
-    w8 = replace(w8, rules=(QuantRule("*[qkv]_quantizer", None), QuantRule("*.matmul_*", None)) + w8.rules,
-                 exclude=("patch_embed",))
-    q_int8 = vitq.quantize(model, w8, calib=calib, device=dev, show_progress=False)
+    q_int8 = vitq.quantize(model, int8_linear_recipe(), calib=calib, device=dev, show_progress=False)
     l_int8, rep8 = lower(q_int8, dev)
     res["int8_layers"], res["int8_kept"] = len(rep8["int8"]), rep8["kept"]
 

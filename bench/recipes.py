@@ -35,8 +35,7 @@ def config_for(name: str, w: int, a: int):
 
 
 def ablation_configs(w: int = 4, a: int = 4) -> list[tuple[str, object]]:
-    """The best recipe built up one component at a time."""
-    base = vitq.preset(f"w{w}a{a}")
+    """The best recipe built up one component at a time: (label, config, or the grid key of the same run)."""
     pct = replace(R.repq(w, a), transforms=(), rules=R._rules(
         weight=QuantSpec(w, False, vitq.PerChannel(), observer="pct_search"),
         act=QuantSpec(a, False, observer="pct_search"), softmax=QuantSpec(a, True, observer="pct_search"),
@@ -46,12 +45,11 @@ def ablation_configs(w: int = 4, a: int = 4) -> list[tuple[str, object]]:
     rep = R.repq(w, a)
     twin = replace(rep, rules=(QuantRule("*.mlp.fc2.input_quantizer",
                                          QuantSpec(a, True, scheme="twin_uniform", observer="twin")),) + rep.rules)
-    hess = R.best(w, a)
-    hess_inputs = replace(hess, transforms=rep.transforms + (Transform("hessian"),))
-    return [("min-max (w4a4 preset)", base), ("+ percentile-search scales", pct), ("+ log-sqrt2 softmax", logsm),
-            ("+ RepQ reparameterization (= repq)", rep), ("+ twin-uniform post-GELU", twin),
-            ("+ Hessian-guided weight scales (= best)", hess),
-            ("best, Hessian search on inputs too", hess_inputs)]
+    hess_inputs = replace(R.best(w, a), transforms=rep.transforms + (Transform("hessian"),))
+    return [("min-max (the w4a4 preset)", f"minmax/w{w}a{a}/c32"), ("+ percentile-search scales", pct),
+            ("+ log-sqrt2 softmax", logsm), ("+ RepQ reparameterization (= repq)", f"repq/w{w}a{a}/c32"),
+            ("+ twin-uniform post-GELU", twin), ("+ Hessian-guided weight scales (= best)", f"best/w{w}a{a}/c32"),
+            ("best, Hessian search on the inputs too", hess_inputs)]
 
 
 def done_keys() -> set:
@@ -72,7 +70,7 @@ def run(model, calib, images, labels, key: str, config, extra: dict) -> None:
     print(f"{key}: {acc:.2f}% calib {secs:.1f}s", flush=True)
 
 
-def grid(calib_sizes: list[int], bits: list[tuple[int, int]], presets: list[str], ablation: bool) -> None:
+def grid(calib_sizes: list[int], bits: dict, presets: list[str], ablation: bool) -> None:
     done = done_keys()
     for n_calib in calib_sizes:
         model, calib, images, labels = load_cifar(n_calib)
@@ -81,7 +79,7 @@ def grid(calib_sizes: list[int], bits: list[tuple[int, int]], presets: list[str]
             with OUT.open("a") as f:
                 f.write(json.dumps({"key": "float", "top1": run_float, "images": len(images)}) + "\n")
             done.add("float")
-        for w, a in bits:
+        for w, a in bits.get(n_calib, bits[32]):
             for name in presets:
                 key = f"{name}/w{w}a{a}/c{n_calib}"
                 if key not in done:
@@ -90,7 +88,7 @@ def grid(calib_sizes: list[int], bits: list[tuple[int, int]], presets: list[str]
         if ablation and n_calib == 32:
             for label, cfg in ablation_configs():
                 key = f"ablation/{label}"
-                if key not in done:
+                if not isinstance(cfg, str) and key not in done:
                     run(model, calib, images, labels, key, cfg, {"ablation": label, "calib": n_calib})
 
 
@@ -120,11 +118,14 @@ def render() -> None:
             line.append(f"{r['calib_seconds']:.1f}" if r else "")
             body.append(line)
         md += [f"### {n_calib} calibration images", "", table(header, body), ""]
-    abl = [r for r in rows if "ablation" in r]
+    abl = []
+    for label, cfg in ablation_configs():
+        r = by_key.get(cfg if isinstance(cfg, str) else f"ablation/{label}")
+        if r:
+            abl.append([label, f"{r['top1']:.2f}", f"{r['top1'] - fp:+.2f}", f"{r['calib_seconds']:.1f}"])
     if abl:
         md += ["### Ablation at w4a4 (32 calibration images)", "",
-               table(["recipe", "top-1 (%)", "delta vs float"],
-                     [[r["ablation"], f"{r['top1']:.2f}", f"{r['top1'] - fp:+.2f}"] for r in abl]), ""]
+               table(["recipe", "top-1 (%)", "vs float", "calib time (s)"], abl), ""]
     md.append("![top-1 per preset and bit width](recipes.png)")
     write_section("recipes", "\n".join(md))
     plot(rows, fp)
@@ -161,12 +162,14 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only rewrite docs/results.md and the plot")
     ap.add_argument("--calib", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--bits", nargs="+", default=[f"w{w}a{a}" for w, a in BITS])
+    ap.add_argument("--bits128", nargs="+", help="bit widths to run with 128 calibration images (default --bits)")
     ap.add_argument("--presets", nargs="+", default=PRESETS)
     ap.add_argument("--no-ablation", action="store_true")
     args = ap.parse_args()
     if not args.render:
         torch.manual_seed(0)
-        bits = [(int(b[1]), int(b[3])) for b in args.bits]
+        parse = lambda bs: [(int(b[1]), int(b[3])) for b in bs]  # noqa: E731
+        bits = {32: parse(args.bits), 128: parse(args.bits128 or args.bits)}
         grid(args.calib, bits, args.presets, not args.no_ablation)
     render()
 

@@ -88,3 +88,21 @@ def test_fp8_linear_on_cuda(tiny_vit):
     x = torch.randn(4, 3, 32, 32, device="cuda")
     with torch.no_grad():
         torch.testing.assert_close(lm(x).float(), qm(x).float(), atol=0.05, rtol=0.05)
+
+
+def test_lowp_engine_comparison_runs_on_cpu(tiny_vit):
+    from vitq.speed import compare_lowp_engines
+
+    rows = compare_lowp_engines(tiny_vit, "cpu", batch_sizes=[2], reps=1, compile=False, show_progress=False)
+    assert [r["engine"] for r in rows] == ["float", "fp8", "int8"]
+    assert rows[0]["vs_float"] == 1.0 and all(r["ms"] > 0 for r in rows)
+
+
+def test_bench_on_cuda_without_a_gpu_is_a_one_line_error(capsys):
+    from vitq.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    rc = main(["bench", "--model", "vit_tiny_patch16_224", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no CUDA device" in err and len(err.strip().splitlines()) == 1

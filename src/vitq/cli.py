@@ -113,16 +113,21 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     x.add_argument("--force", action="store_true", help="replace an existing output file")
 
-    b = sub.add_parser("bench", help="CPU speed: PyTorch FP32, quantize_dynamic, onnxruntime FP32 and INT8",
-                       description="Time one model on PyTorch FP32, PyTorch quantize_dynamic (fbgemm INT8 Linear), "
-                                   "onnxruntime FP32 and onnxruntime INT8 (vitq's QDQ export at the recipe), best of "
-                                   "N runs in one process. Calibrates on random images: speed only.")
+    b = sub.add_parser("bench", help="speed: CPU FP32/INT8 engines, or GPU bf16 vs FP8/INT8 kernels (--device cuda)",
+                       description="On the CPU (default): time one model on PyTorch FP32, PyTorch quantize_dynamic "
+                                   "(fbgemm INT8 Linear), onnxruntime FP32 and onnxruntime INT8 (vitq's QDQ export at "
+                                   "the recipe), best of N runs in one process. With --device cuda: the float model "
+                                   "in bf16 against vitq's FP8 (torch._scaled_mm) and INT8 (torch._int_mm) lowered "
+                                   "models, torch.compile'd, median of CUDA-event timings. Calibrates on random "
+                                   "images: speed only.")
     _model_args(b)
     _recipe_args(b)
     b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
     b.add_argument("--reps", type=int, help="timed runs per engine (default 10 at batch <= 4, else 3)")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument("--device", default="cpu", help="cpu (CPU engines, default) or cuda (GPU low-precision kernels)")
+    b.add_argument("--no-compile", action="store_true", help="GPU: time eager models instead of torch.compile'd")
 
     i = sub.add_parser("info", help="summarize a model: layers, quantizers, bits",
                        description="Layers, parameters and quantizers (bits, granularity, state) of a saved "
@@ -254,23 +259,42 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _print_rows(rows: list[dict], title: str, ratio_key: str, ratio_label: str) -> None:
+    print(title)
+    print(f"{'batch':>5s}  {'engine':24s} {'ms/batch':>10s} {'images/s':>10s} {ratio_label:>10s}")
+    for r in rows:
+        print(f"{r['batch']:5d}  {r['engine']:24s} {r['ms']:10.1f} {r['images_per_s']:10.1f} {r[ratio_key]:10.2f}")
+
+
 def cmd_bench(args) -> int:
     from .models import model_name
-    from .speed import compare_engines
+    from .speed import compare_engines, compare_lowp_engines
 
     _check_bits(args)
-    config = _recipe(args)
+    device = _device(args.device)
     model = _load_float(args)
-    rows = compare_engines(model, config, batch_sizes=args.batch_sizes, reps=args.reps,
-                           show_progress=not _progress_off(args))
+    show = not _progress_off(args)
+    if device.type == "cuda":
+        rows = compare_lowp_engines(model, device, batch_sizes=args.batch_sizes, reps=args.reps or 10,
+                                    compile=not args.no_compile, show_progress=show)
+        title = f"{model_name(model)} on {torch_device_name(device)}, median of CUDA-event timings:"
+        ratio = ("vs_float", "x float")
+    else:
+        config = _recipe(args)
+        rows = compare_engines(model, config, batch_sizes=args.batch_sizes, reps=args.reps, show_progress=show)
+        title = f"{model_name(model)}, {config.name}, best of N runs (ratios are what to compare):"
+        ratio = ("vs_ort_fp32", "x ort fp32")
     if args.json:
         print(json.dumps(rows, indent=1))
-        return 0
-    print(f"{model_name(model)}, {config.name}, best of N runs (ratios are what to compare):")
-    print(f"{'batch':>5s}  {'engine':24s} {'ms/batch':>10s} {'images/s':>10s} {'x ort fp32':>10s}")
-    for r in rows:
-        print(f"{r['batch']:5d}  {r['engine']:24s} {r['ms']:10.1f} {r['images_per_s']:10.1f} {r['vs_ort_fp32']:10.2f}")
+    else:
+        _print_rows(rows, title, *ratio)
     return 0
+
+
+def torch_device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def cmd_eval(args) -> int:

@@ -1,8 +1,12 @@
-"""Inference speed of one model on the CPU engines that matter for deployment, measured in one process.
+"""Inference speed of one model on the engines that matter for deployment, measured in one process.
 
-Engines: PyTorch FP32, PyTorch ``quantize_dynamic`` (fbgemm INT8 Linear), onnxruntime FP32 (the float model
-exported to ONNX) and onnxruntime INT8 (the vitq QDQ export of the quantized model). Each is timed as the best of
-N runs after a warm-up, so the ratios between engines are what to read (timings on a shared CPU are noisy).
+CPU (:func:`compare_engines`): PyTorch FP32, PyTorch ``quantize_dynamic`` (fbgemm INT8 Linear), onnxruntime FP32
+(the float model exported to ONNX) and onnxruntime INT8 (the vitq QDQ export of the quantized model), each the best
+of N runs after a warm-up, so the ratios between engines are what to read (timings on a shared CPU are noisy).
+
+GPU (:func:`compare_lowp_engines`): the float model in bf16 against the model lowered by ``vitq.runtime.lower``
+onto FP8 (``torch._scaled_mm``) and INT8 (``torch._int_mm``) Linear layers, optionally ``torch.compile``d, each the
+median of CUDA-event timings.
 """
 from __future__ import annotations
 
@@ -15,7 +19,11 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
+import copy
+from dataclasses import replace
+
 from .calibrate import quantize
+from .config import QuantConfig, QuantRule, preset
 from .export.onnx import export_float_onnx, export_onnx, input_shape, onnx_logits, onnx_session
 from .progress import progress
 
@@ -60,4 +68,65 @@ def compare_engines(model: nn.Module, config="w8a8", calib: Optional[list] = Non
         for name, sec in times.items():
             rows.append({"batch": batch, "engine": name, "ms": 1000 * sec, "images_per_s": batch / sec,
                          "vs_ort_fp32": times["ort fp32"] / sec})
+    return rows
+
+
+def median_time(fn, x: torch.Tensor, reps: int) -> float:
+    """Median seconds of ``fn(x)`` over ``reps`` runs after 3 warm-up runs (CUDA events on a CUDA tensor)."""
+    cuda = x.is_cuda
+    with torch.no_grad():
+        for _ in range(3):
+            fn(x)
+        times = []
+        for _ in range(reps):
+            if cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                start.record()
+                fn(x)
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end) / 1000)
+            else:
+                t0 = time.perf_counter()
+                fn(x)
+                times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def int8_linear_recipe() -> QuantConfig:
+    """w8a8 on the Linear layers only (attention and patch embedding float): what Int8Linear runs end to end."""
+    base = preset("w8a8")
+    return replace(base, rules=(QuantRule("*[qkv]_quantizer", None), QuantRule("*.matmul_*", None)) + base.rules,
+                   exclude=("patch_embed",), name="w8a8_linear")
+
+
+def compare_lowp_engines(model: nn.Module, device="cuda", batch_sizes: Iterable[int] = (256,), reps: int = 10,
+                         compile: bool = True, calib: Optional[list] = None,
+                         show_progress: bool = True) -> list[dict]:
+    """Rows ``{batch, engine, ms, images_per_s, vs_float}``: float (bf16 on CUDA, fp32 on the CPU), FP8 and INT8.
+
+    ``calib`` defaults to 16 random images (speed only). On the CPU the same code runs for correctness; the FP8 and
+    INT8 kernels there are slower than float.
+    """
+    from .runtime import lower
+
+    device = torch.device(device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    shape = input_shape(model)
+    calib = calib if calib is not None else [torch.randn(16, *shape)]
+    engines = {"float": copy.deepcopy(model).eval().to(device, dtype)}
+    for name, recipe in (("fp8", preset("fp8_tensor")), ("int8", int8_linear_recipe())):
+        qm = quantize(model, recipe, calib=calib, device=device, show_progress=False)
+        engines[name] = lower(qm, device)[0].to(dtype)
+    if compile:
+        engines = {f"{k} compiled": torch.compile(m) for k, m in engines.items()}
+    rows = []
+    for batch in progress(list(batch_sizes), desc="bench", disable=not show_progress):
+        x = torch.randn(batch, *shape, device=device, dtype=dtype)
+        times = {name: median_time(m, x, reps) for name, m in engines.items()}
+        base = next(iter(times.values()))
+        for name, sec in times.items():
+            rows.append({"batch": batch, "engine": name, "ms": 1000 * sec, "images_per_s": batch / sec,
+                         "vs_float": base / sec})
     return rows
