@@ -20,7 +20,7 @@ import torch
 
 from common import REPO, load_cifar, logits_of, table, top1, write_section
 import vitq
-from vitq import QuantRule, QuantSpec
+from vitq import PerChannel, QuantRule, QuantSpec
 from vitq import recipes as R
 from vitq.config import Transform
 
@@ -46,10 +46,17 @@ def ablation_configs(w: int = 4, a: int = 4) -> list[tuple[str, object]]:
     twin = replace(rep, rules=(QuantRule("*.mlp.fc2.input_quantizer",
                                          QuantSpec(a, True, scheme="twin_uniform", observer="twin")),) + rep.rules)
     hess_inputs = replace(R.best(w, a), transforms=rep.transforms + (Transform("hessian"),))
+    best = R.best(w, a)
+    head_act = QuantSpec(a, False, vitq.PerHead(), observer="pct_search")
+    per_head = replace(best, rules=(
+        QuantRule("*.attn.[qkv]_quantizer", head_act),
+        QuantRule("*.matmul_av.a_quantizer", QuantSpec(a, True, PerChannel(axis=1), scheme="log_sqrt2",
+                                                       observer="pct_search"))) + best.rules)
     return [("min-max (the w4a4 preset)", f"minmax/w{w}a{a}/c32"), ("+ percentile-search scales", pct),
             ("+ log-sqrt2 softmax", logsm), ("+ RepQ reparameterization (= repq)", f"repq/w{w}a{a}/c32"),
             ("+ twin-uniform post-GELU", twin), ("+ Hessian-guided weight scales (= best)", f"best/w{w}a{a}/c32"),
-            ("best, Hessian search on the inputs too", hess_inputs)]
+            ("best, Hessian search on the inputs too", hess_inputs),
+            ("best + per-head Q/K/V and softmax-output scales", per_head)]
 
 
 def done_keys() -> set:

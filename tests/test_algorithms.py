@@ -223,3 +223,18 @@ def test_repq_recovers_w4a4_accuracy_on_real_data(cifar_subset):
             acc[name] = (m(images).argmax(-1) == labels).float().mean().item() * 100
     assert acc["float"] - acc["repq"] <= 2.0
     assert acc["repq"] - acc["w4a4"] >= 4.0
+
+
+def test_per_head_operand_scales(tiny_vit):
+    """Q, K, V and the softmax output with one scale per attention head (the head count bound at convert)."""
+    base = vitq.preset("w4a4")
+    cfg = replace(base, rules=(vitq.QuantRule("*.attn.[qkv]_quantizer", QuantSpec(4, False, vitq.PerHead())),
+                               vitq.QuantRule("*.matmul_av.a_quantizer", QuantSpec(4, True, PerChannel(axis=1))))
+                  + base.rules)
+    qm = vitq.quantize(tiny_vit, cfg, calib=calib_batches(), show_progress=False)
+    attn = qm.blocks[0].attn
+    assert attn.q_quantizer.scale.numel() == attn.num_heads == 3
+    assert attn.matmul_av.a_quantizer.scale.shape == (1, 3, 1, 1)
+    # each head's Q block has its own range: the scales differ from the per-tensor one
+    qt = vitq.quantize(tiny_vit, base, calib=calib_batches(), show_progress=False).blocks[0].attn.q_quantizer.scale
+    assert attn.q_quantizer.scale.max() <= qt.max() + 1e-6 and attn.q_quantizer.scale.min() < qt.max()
