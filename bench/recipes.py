@@ -109,7 +109,9 @@ def render() -> None:
           "Coverage of every row: patch-embedding input 8-bit, every weight (patch embedding and head included) at "
           "w bits, every Linear input, Q, K, V and the softmax output at a bits; LayerNorm, GELU, softmax and "
           "residual adds float. `minmax` is the plain wXaY preset. Calibration time is the wall time of "
-          "`vitq.quantize` (convert, transforms, observer pass, freeze) on this 2-core CPU.", ""]
+          "`vitq.quantize` (convert, transforms, observer pass, freeze) on this 2-core CPU; some runs shared the cores with "
+          "another job, which inflates their time (ptq4vit's 202.5 s with 32 images against 26.9 s with 128). "
+          "`not run`: not measured yet (the grid takes about 2 minutes per cell).", ""]
     for n_calib in (32, 128):
         present = [p for p in PRESETS if any(r.get("preset") == p and r.get("calib") == n_calib for r in rows)]
         if not present:
