@@ -38,11 +38,11 @@ def calibration(model: nn.Module) -> Iterator[nn.Module]:
 
     Quantizers whose qparams a calibration algorithm already set (``Quantizer.set_qparams``) are left alone.
     """
+    if is_frozen(model):
+        raise VitqError("model is frozen: calibrate before freeze()")
     quantizers = _activation_quantizers(model, unfrozen=True)
     if not quantizers:
         raise VitqError("model has no enabled activation quantizers: convert it first")
-    if is_frozen(model):
-        raise VitqError("model is frozen: calibrate before freeze()")
     was_training = model.training
     model.eval()
     for _, q in quantizers:
