@@ -104,14 +104,14 @@ def run_calibration(model: nn.Module, calib: Iterable, device: Optional[torch.de
     """
     from .algorithms import run_transforms
 
+    if is_frozen(model):
+        raise VitqError("model is frozen: calibrate before freeze()")
     batches = []
     for batch in progress(calib, desc="load calibration", disable=not show_progress):
         x = _images(batch)
         batches.append(x.to(device) if device is not None else x)
     if not batches or sum(x.shape[0] for x in batches) == 0:
         raise VitqError("calibration data is empty")
-    if is_frozen(model):
-        raise VitqError("model is frozen: calibrate before freeze()")
     model.eval()
     config = getattr(model, "vitq_config", None)
     if config is not None:

@@ -19,7 +19,7 @@ from ..errors import VitqError
 from ..granularity import PerTensor
 from ..nn import QuantConv2d, QuantLinear
 from ..primitives import FP8_DTYPE, FP8_MAX
-from .buffers import FixedDtypeBuffers
+from .buffers import FixedDtypeBuffers, check_eligible
 
 
 def fp8_reason(layer: QuantLinear | QuantConv2d) -> str | None:
@@ -66,9 +66,7 @@ class Fp8Linear(FixedDtypeBuffers):
 
     @classmethod
     def from_quant_linear(cls, layer: QuantLinear) -> "Fp8Linear":
-        reason = fp8_reason(layer)
-        if reason is not None:
-            raise VitqError(f"cannot run as Fp8Linear: {reason}")
+        check_eligible(fp8_reason(layer), "Fp8Linear")
         wq = layer.weight_quantizer
         w_scale = wq.scale.reshape(1) if isinstance(wq.spec.granularity, PerTensor) else layer.weight_row_scales()
         return cls(layer.weight_int, w_scale, layer.bias, float(layer.input_quantizer.scale.reshape(())))
@@ -102,9 +100,7 @@ class Fp8PatchConv(nn.Module):
 
     @classmethod
     def from_quant_conv(cls, conv: QuantConv2d) -> "Fp8PatchConv":
-        reason = fp8_reason(conv)
-        if reason is not None:
-            raise VitqError(f"cannot run as Fp8PatchConv: {reason}")
+        check_eligible(fp8_reason(conv), "Fp8PatchConv")
         codes = conv.weight_int.reshape(conv.weight_int.shape[0], -1)  # (out, C * kh * kw)
         linear = Fp8Linear(codes, conv.weight_row_scales(), conv.bias, float(conv.input_quantizer.scale.reshape(())))
         return cls(linear, conv.kernel_size)

@@ -21,7 +21,7 @@ from ..errors import VitqError
 from ..granularity import PerTensor
 from ..nn import QuantLinear
 from ..primitives import quantize
-from .buffers import FixedDtypeBuffers
+from .buffers import FixedDtypeBuffers, check_eligible
 
 
 def int8_reason(layer: QuantLinear) -> str | None:
@@ -67,9 +67,7 @@ class Int8Linear(FixedDtypeBuffers):
 
     @classmethod
     def from_quant_linear(cls, layer: QuantLinear) -> "Int8Linear":
-        reason = int8_reason(layer)
-        if reason is not None:
-            raise VitqError(f"cannot run as Int8Linear: {reason}")
+        check_eligible(int8_reason(layer), "Int8Linear")
         iq = layer.input_quantizer
         qmin, qmax = (int(v) for v in iq.qrange)
         return cls(layer.weight_int, layer.weight_row_scales(), layer.bias, float(iq.scale.reshape(())), int(iq.zero_point.reshape(())),

@@ -63,9 +63,10 @@ def lower(model: nn.Module, device=None) -> tuple[nn.Module, dict]:
         raise VitqError("only a frozen model can run on low-precision kernels: calibrate and freeze it first")
     support = kernel_support(device)
     model = copy.deepcopy(model)
+    names = {id(m): n for n, m in model.named_modules()}
     report = {"fp8": [], "int8": [], "kept": {}}
 
-    def build(layer: QuantLinear):
+    def build(layer):
         if layer.weight_quantizer.enabled and layer.weight_quantizer.spec.scheme == "fp8_e4m3":
             reason = fp8_reason(layer) or (None if support["fp8"] else "this GPU has no FP8 tensor cores (sm < 8.9)")
             kind = "fp8"
@@ -76,13 +77,10 @@ def lower(model: nn.Module, device=None) -> tuple[nn.Module, dict]:
             reason = int8_reason(layer) or (None if support["int8"] else "this GPU has no int8 _int_mm (sm < 7.5)")
             kind, make = "int8", Int8Linear.from_quant_linear
         if reason is not None:
-            report["kept"][id(layer)] = reason
+            report["kept"][names[id(layer)]] = reason
             return None
-        report[kind].append(id(layer))
+        report[kind].append(names[id(layer)])
         return make(layer)
 
-    names = {id(m): n for n, m in model.named_modules()}
     swap_linears(model, build, (QuantLinear, QuantConv2d))
-    report = {"fp8": [names[i] for i in report["fp8"]], "int8": [names[i] for i in report["int8"]],
-              "kept": {names[i]: r for i, r in report["kept"].items()}}
     return model, report
