@@ -2,10 +2,13 @@
 sizes, calibration wall time, and a w4a4 ablation of the ``best`` recipe's components.
 
     python bench/recipes.py                 # the whole grid (long: about an hour on 2 CPU cores)
+    python bench/recipes.py --retime        # re-measure the calibration wall time of every grid cell, alone
     python bench/recipes.py --render        # rewrite docs/results.md and the plot from bench/out/recipes.jsonl
 
 Results accumulate in ``bench/out/recipes.jsonl`` (one line per run, rerun rows are skipped), so an interrupted
-run resumes. Calibration images come from ``train/`` (seed 0); every row has the coverage of ``vitq.recipes``
+run resumes. ``--retime`` repeats only the calibration of each grid cell (no evaluation) into
+``bench/out/recipes_time.jsonl``; the tables report those times when present, so a grid run that shared the CPU
+with other work still gets clean timings. Calibration images come from ``train/`` (seed 0); every row has the coverage of ``vitq.recipes``
 (patch-embedding input at 8 bits, every weight and every Linear/matmul input at the row's bits).
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ from vitq import recipes as R
 from vitq.config import Transform
 
 OUT = Path(__file__).resolve().parent / "out" / "recipes.jsonl"
+OUT_TIME = OUT.with_name("recipes_time.jsonl")
 PLOT = REPO / "docs" / "recipes.png"
 PRESETS = ["minmax", "smoothquant", "fqvit", "ptq4vit", "repq", "repq_faithful", "best"]
 BITS = [(8, 8), (6, 6), (4, 8), (4, 4), (3, 3)]
@@ -56,13 +60,23 @@ def ablation_configs(w: int = 4, a: int = 4) -> list[tuple[str, object]]:
             ("+ log-sqrt2 softmax", logsm), ("+ RepQ reparameterization (= repq)", f"repq/w{w}a{a}/c32"),
             ("+ twin-uniform post-GELU", twin), ("+ Hessian-guided weight scales (= best)", f"best/w{w}a{a}/c32"),
             ("best, Hessian search on the inputs too", hess_inputs),
-            ("best + per-head Q/K/V and softmax-output scales", per_head)]
+            ("best + per-head Q/K/V and softmax-output scales", per_head),
+            ("best + GPTQ weight rounding (on the Hessian-searched grid)",
+             replace(best, transforms=best.transforms + (Transform("gptq"),)))]
 
 
-def done_keys() -> set:
-    if not OUT.is_file():
-        return set()
-    return {json.loads(line)["key"] for line in OUT.read_text().splitlines() if line.strip()}
+def read_rows(path: Path = OUT) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def done_keys(path: Path = OUT) -> set:
+    return {r["key"] for r in read_rows(path)}
+
+
+def append_row(row: dict, path: Path = OUT) -> None:
+    path.parent.mkdir(exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def run(model, calib, images, labels, key: str, config, extra: dict) -> None:
@@ -70,10 +84,7 @@ def run(model, calib, images, labels, key: str, config, extra: dict) -> None:
     qm = vitq.quantize(model, config, calib=calib, show_progress=False)
     secs = time.perf_counter() - t0
     acc = top1(logits_of(qm, images)[0], labels)
-    row = {"key": key, "top1": acc, "calib_seconds": secs, "images": len(images), **extra}
-    OUT.parent.mkdir(exist_ok=True)
-    with OUT.open("a") as f:
-        f.write(json.dumps(row) + "\n")
+    append_row({"key": key, "top1": acc, "calib_seconds": secs, "images": len(images), **extra})
     print(f"{key}: {acc:.2f}% calib {secs:.1f}s", flush=True)
 
 
@@ -82,9 +93,7 @@ def grid(calib_sizes: list[int], bits: dict, presets: list[str], ablation: bool)
     for n_calib in calib_sizes:
         model, calib, images, labels = load_cifar(n_calib)
         if "float" not in done:
-            run_float = top1(logits_of(model, images)[0], labels)
-            with OUT.open("a") as f:
-                f.write(json.dumps({"key": "float", "top1": run_float, "images": len(images)}) + "\n")
+            append_row({"key": "float", "top1": top1(logits_of(model, images)[0], labels), "images": len(images)})
             done.add("float")
         for w, a in bits.get(n_calib, bits[32]):
             for name in presets:
@@ -99,9 +108,25 @@ def grid(calib_sizes: list[int], bits: dict, presets: list[str], ablation: bool)
                     run(model, calib, images, labels, key, cfg, {"ablation": label, "calib": n_calib})
 
 
+def retime() -> None:
+    """Repeat the calibration (convert, transforms, observer pass, freeze) of every grid cell, timing it alone."""
+    done = done_keys(OUT_TIME)
+    cells = [r for r in read_rows() if "preset" in r and r["key"] not in done]
+    for n_calib in sorted({r["calib"] for r in cells}):
+        model, calib, _, _ = load_cifar(n_calib, limit=1)
+        for r in (r for r in cells if r["calib"] == n_calib):
+            t0 = time.perf_counter()
+            vitq.quantize(model, config_for(r["preset"], r["w"], r["a"]), calib=calib, show_progress=False)
+            append_row({"key": r["key"], "calib_seconds": time.perf_counter() - t0}, OUT_TIME)
+            print(f"{r['key']}: calib {time.perf_counter() - t0:.1f}s", flush=True)
+
+
 def render() -> None:
-    rows = [json.loads(line) for line in OUT.read_text().splitlines() if line.strip()]
+    rows = read_rows()
     by_key = {r["key"]: r for r in rows}
+    for t in read_rows(OUT_TIME):  # clean timings, where measured
+        if t["key"] in by_key:
+            by_key[t["key"]]["calib_seconds"] = t["calib_seconds"]
     fp = by_key["float"]["top1"]
     md = ["## Method presets (#5)", "",
           "`python bench/recipes.py`: shared CIFAR-10 ViT, top-1 (%) on the full test set "
@@ -109,24 +134,19 @@ def render() -> None:
           "Coverage of every row: patch-embedding input 8-bit, every weight (patch embedding and head included) at "
           "w bits, every Linear input, Q, K, V and the softmax output at a bits; LayerNorm, GELU, softmax and "
           "residual adds float. `minmax` is the plain wXaY preset. Calibration time is the wall time of "
-          "`vitq.quantize` (convert, transforms, observer pass, freeze) on this 2-core CPU; some runs shared the cores with "
-          "another job, which inflates their time (ptq4vit's 202.5 s with 32 images against 26.9 s with 128). "
+          "`vitq.quantize` (convert, transforms, observer pass, freeze) on this 2-core CPU, re-measured alone by "
+          "`python bench/recipes.py --retime` where the grid run shared the cores with other work. "
           "`not run`: not measured yet (the grid takes about 2 minutes per cell).", ""]
     for n_calib in (32, 128):
         present = [p for p in PRESETS if any(r.get("preset") == p and r.get("calib") == n_calib for r in rows)]
         if not present:
             continue
-        header = ["preset"] + [f"w{w}a{a}" for w, a in BITS] + ["calib time (s), w4a4"]
-        body = []
-        for p in present:
-            line = [p]
-            for w, a in BITS:
-                r = by_key.get(f"{p}/w{w}a{a}/c{n_calib}")
-                line.append(f"{r['top1']:.2f}" if r else "not run")
-            r = by_key.get(f"{p}/w4a4/c{n_calib}")
-            line.append(f"{r['calib_seconds']:.1f}" if r else "")
-            body.append(line)
-        md += [f"### {n_calib} calibration images", "", table(header, body), ""]
+        header = ["preset"] + [f"w{w}a{a}" for w, a in BITS]
+        cells = {p: [by_key.get(f"{p}/w{w}a{a}/c{n_calib}") for w, a in BITS] for p in present}
+        acc = [[p] + [f"{r['top1']:.2f}" if r else "not run" for r in cells[p]] for p in present]
+        secs = [[p] + [f"{r['calib_seconds']:.1f}" if r else "" for r in cells[p]] for p in present]
+        md += [f"### {n_calib} calibration images", "", "Top-1 (%):", "", table(header, acc), "",
+               "Calibration wall time (s):", "", table(header, secs), ""]
     abl = []
     for label, cfg in ablation_configs():
         r = by_key.get(cfg if isinstance(cfg, str) else f"ablation/{label}")
@@ -169,13 +189,17 @@ def plot(rows: list[dict], fp: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--render", action="store_true", help="only rewrite docs/results.md and the plot")
+    ap.add_argument("--retime", action="store_true", help="re-measure the calibration time of every grid cell")
     ap.add_argument("--calib", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--bits", nargs="+", default=[f"w{w}a{a}" for w, a in BITS])
     ap.add_argument("--bits128", nargs="+", help="bit widths to run with 128 calibration images (default --bits)")
     ap.add_argument("--presets", nargs="+", default=PRESETS)
     ap.add_argument("--no-ablation", action="store_true")
     args = ap.parse_args()
-    if not args.render:
+    if args.retime:
+        torch.manual_seed(0)
+        retime()
+    elif not args.render:
         torch.manual_seed(0)
         parse = lambda bs: [(int(b[1]), int(b[3])) for b in bs]  # noqa: E731
         bits = {32: parse(args.bits), 128: parse(args.bits128 or args.bits)}

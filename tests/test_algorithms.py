@@ -9,6 +9,7 @@ import vitq
 from vitq import PerChannel, PerTensor, QuantSpec
 from vitq.algorithms import algorithm_observer, repq, smoothquant
 from vitq.algorithms.fold import norm_linear_pairs
+from vitq.algorithms.gptq import gptq_round
 from vitq.algorithms.hessian import _search_layer
 from vitq.algorithms.twin_uniform import fake_quantize_twin
 from vitq.calibrate import run_calibration
@@ -156,6 +157,35 @@ def test_hessian_search_never_worse_than_minmax_on_its_objective(tiny_vit):
     after = objective(lin.input_quantizer.scale, lin.input_quantizer.zero_point, lin.weight_quantizer.scale,
                       lin.weight_quantizer.zero_point)
     assert after <= before * (1 + 1e-6)
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_rounds_onto_the_grid_and_beats_nearest_rounding(act_order):
+    torch.manual_seed(0)
+    x = torch.randn(2000, 48) @ torch.randn(48, 48) * 0.3 + torch.randn(48)  # correlated inputs (rows, in)
+    w = torch.randn(24, 48)  # (out, in)
+    s, z = qparams_from_minmax(w.amin(1), w.amax(1), 4, False, False)
+    s, z = s.reshape(-1, 1), z.reshape(-1, 1)
+    h = x.double().t() @ x.double()
+    q = gptq_round(w, h, s, z, 0, 15, act_order=act_order)
+    assert torch.equal(fake_quantize(q, s, z, 0, 15), q)  # every value already on the grid: re-rounding is exact
+    assert ((q / s + z).round() - (q / s + z)).abs().max() < 1e-3
+    rtn = fake_quantize(w, s, z, 0, 15)
+    out_err = lambda wq: float((x @ (wq - w).t()).pow(2).mean())  # noqa: E731
+    assert out_err(q) < 0.8 * out_err(rtn)
+    # uncorrelated inputs with equal variance: nothing to compensate, GPTQ is nearest rounding
+    assert torch.equal(gptq_round(w, torch.eye(48, dtype=torch.float64) * 5, s, z, 0, 15), rtn)
+
+
+def test_gptq_transform_freezes_its_rounded_weights(tiny_vit):
+    cfg = replace(vitq.preset("w4a8"), transforms=(Transform("gptq", (("act_order", True),)),))
+    qm = vitq.convert(tiny_vit, cfg)
+    run_calibration(qm, calib_batches(), show_progress=False)
+    fc1 = qm.blocks[0].mlp.fc1
+    rounded = fc1.weight.detach().clone()
+    assert fc1.weight_quantizer.frozen and not torch.equal(rounded, tiny_vit.blocks[0].mlp.fc1.weight)
+    vitq.freeze(qm)
+    assert torch.allclose(fc1.weight, rounded, atol=1e-6)  # freeze() kept GPTQ's values: no second rounding
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS if not n.startswith("fp8")])

@@ -11,6 +11,7 @@ Transforms (a recipe's ``transforms``), which run inside ``vitq.quantize`` aroun
 * ``smoothquant`` (:mod:`.smoothquant`, before): migrate activation outliers into the next Linear's weights.
 * ``repq`` (:mod:`.repq`, before): RepQ-ViT's scale reparameterization of post-LayerNorm activations.
 * ``hessian`` (:mod:`.hessian`, after): PTQ4ViT's Hessian-guided search of Linear weight and input scales.
+* ``gptq`` (:mod:`.gptq`, after): GPTQ's weight rounding with second-order error compensation.
 
 This package imports its modules lazily, so the core (config, quantizer) can name it without import cycles.
 """
@@ -23,7 +24,8 @@ import torch
 from torch import nn
 
 # name -> (module, stage): "before" runs ahead of the observer pass, "after" between it and freeze()
-TRANSFORMS = {"smoothquant": ("smoothquant", "before"), "repq": ("repq", "before"), "hessian": ("hessian", "after")}
+TRANSFORMS = {"smoothquant": ("smoothquant", "before"), "repq": ("repq", "before"), "hessian": ("hessian", "after"),
+              "gptq": ("gptq", "after")}
 OBSERVERS = {"pct_search": ("percentile_search", "PercentileSearchObserver"),
              "ptf": ("ptf", "PowerOfTwoFactorObserver"), "twin": ("twin_uniform", "TwinUniformObserver")}
 
