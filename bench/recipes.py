@@ -3,6 +3,7 @@ sizes, calibration wall time, and a w4a4 ablation of the ``best`` recipe's compo
 
     python bench/recipes.py                 # the whole grid (long: about an hour on 2 CPU cores)
     python bench/recipes.py --retime        # re-measure the calibration wall time of every grid cell, alone
+    python bench/recipes.py --where         # where best's w4a4 loss sits: each activation group back in float
     python bench/recipes.py --render        # rewrite docs/results.md and the plot from bench/out/recipes.jsonl
 
 Results accumulate in ``bench/out/recipes.jsonl`` (one line per run, rerun rows are skipped), so an interrupted
@@ -17,7 +18,9 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from fnmatch import fnmatch
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -26,6 +29,7 @@ import vitq
 from vitq import PerChannel, QuantRule, QuantSpec
 from vitq import recipes as R
 from vitq.config import Transform
+from vitq.convert import named_quantizers
 
 OUT = Path(__file__).resolve().parent / "out" / "recipes.jsonl"
 OUT_TIME = OUT.with_name("recipes_time.jsonl")
@@ -65,15 +69,17 @@ def ablation_configs(w: int = 4, a: int = 4) -> list[tuple[str, object]]:
              replace(best, transforms=best.transforms + (Transform("gptq"),)))]
 
 
-def read_rows(path: Path = OUT) -> list[dict]:
+def read_rows(path: Optional[Path] = None) -> list[dict]:
+    path = path or OUT
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
-def done_keys(path: Path = OUT) -> set:
+def done_keys(path: Optional[Path] = None) -> set:
     return {r["key"] for r in read_rows(path)}
 
 
-def append_row(row: dict, path: Path = OUT) -> None:
+def append_row(row: dict, path: Optional[Path] = None) -> None:
+    path = path or OUT
     path.parent.mkdir(exist_ok=True)
     with path.open("a") as f:
         f.write(json.dumps(row) + "\n")
@@ -108,11 +114,41 @@ def grid(calib_sizes: list[int], bits: dict, presets: list[str], ablation: bool)
                     run(model, calib, images, labels, key, cfg, {"ablation": label, "calib": n_calib})
 
 
+# activation-quantizer groups of the shared coverage, for --where
+WHERE_GROUPS = {"post-LayerNorm inputs (qkv, fc1)": ("*.attn.qkv.input_quantizer", "*.mlp.fc1.input_quantizer"),
+                "attention output (proj input)": ("*.attn.proj.input_quantizer",),
+                "post-GELU (fc2 input)": ("*.mlp.fc2.input_quantizer",),
+                "Q, K, V": ("*.attn.[qkv]_quantizer",),
+                "softmax output": ("*.matmul_av.a_quantizer",),
+                "head input": ("head.input_quantizer",)}
+
+
+def where(n_calib: int = 128, w: int = 4, a: int = 4) -> None:
+    """Top-1 of ``best`` with one group of activation quantizers switched back to float at a time."""
+    done = done_keys()
+    model, calib, images, labels = load_cifar(n_calib)
+    qm = vitq.quantize(model, config_for("best", w, a), calib=calib, show_progress=False)
+    quantizers = [(n, q) for n, q in named_quantizers(qm) if q.enabled and not q.is_weight]
+    for label, patterns in [("none (all quantized)", ())] + list(WHERE_GROUPS.items()):
+        key = f"where/w{w}a{a}/c{n_calib}/{label}"
+        if key in done:
+            continue
+        off = [q for n, q in quantizers if any(fnmatch(n, p) for p in patterns)]
+        for q in off:
+            q.state = "off"
+        acc = top1(logits_of(qm, images)[0], labels)
+        for q in off:
+            q.state = "quantize"
+        append_row({"key": key, "top1": acc, "images": len(images), "group": label, "quantizers": len(off),
+                    "calib": n_calib})
+        print(f"{key}: {acc:.2f}%", flush=True)
+
+
 def retime() -> None:
     """Repeat the calibration (convert, transforms, observer pass, freeze) of every grid cell, timing it alone."""
     done = done_keys(OUT_TIME)
     cells = [r for r in read_rows() if "preset" in r and r["key"] not in done]
-    for n_calib in sorted({r["calib"] for r in cells}):
+    for n_calib in sorted({r["calib"] for r in cells}, reverse=True):  # 128 first: the 5-minute target
         model, calib, _, _ = load_cifar(n_calib, limit=1)
         for r in (r for r in cells if r["calib"] == n_calib):
             t0 = time.perf_counter()
@@ -152,6 +188,15 @@ def render() -> None:
         r = by_key.get(cfg if isinstance(cfg, str) else f"ablation/{label}")
         if r:
             abl.append([label, f"{r['top1']:.2f}", f"{r['top1'] - fp:+.2f}", f"{r['calib_seconds']:.1f}"])
+    where_rows = [r for r in rows if r["key"].startswith("where/")]
+    if where_rows:
+        base = next(r["top1"] for r in where_rows if not r["quantizers"])
+        md += ["### Where `best` loses at w4a4 (128 calibration images)", "",
+               "`python bench/recipes.py --where`: `best` at w4a4, then each group of activation quantizers "
+               "switched back to float in turn (weights stay 4-bit; the w4a8 column above gives the weights' share).",
+               "", table(["in float", "quantizers", "top-1 (%)", "recovered"],
+                         [[r["group"], r["quantizers"], f"{r['top1']:.2f}", f"{r['top1'] - base:+.2f}"]
+                          for r in where_rows]), ""]
     if abl:
         md += ["### Ablation at w4a4 (32 calibration images)", "",
                table(["recipe", "top-1 (%)", "vs float", "calib time (s)"], abl), ""]
@@ -190,15 +235,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--render", action="store_true", help="only rewrite docs/results.md and the plot")
     ap.add_argument("--retime", action="store_true", help="re-measure the calibration time of every grid cell")
+    ap.add_argument("--where", action="store_true", help="best's w4a4 loss per group of activation quantizers")
     ap.add_argument("--calib", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--bits", nargs="+", default=[f"w{w}a{a}" for w, a in BITS])
     ap.add_argument("--bits128", nargs="+", help="bit widths to run with 128 calibration images (default --bits)")
     ap.add_argument("--presets", nargs="+", default=PRESETS)
     ap.add_argument("--no-ablation", action="store_true")
     args = ap.parse_args()
-    if args.retime:
+    if args.retime or args.where:
         torch.manual_seed(0)
-        retime()
+        if args.retime:
+            retime()
+        else:
+            where()
     elif not args.render:
         torch.manual_seed(0)
         parse = lambda bs: [(int(b[1]), int(b[3])) for b in bs]  # noqa: E731
