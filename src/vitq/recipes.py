@@ -13,6 +13,7 @@ differs is how each quantizer is calibrated:
 ``fqvit``       FQ-ViT: power-of-two factor for post-LayerNorm inputs, log2 softmax, min-max elsewhere
 ``smoothquant`` SmoothQuant (alpha 0.5) into qkv and fc1, min-max elsewhere
 ``best``        vitq's best combination: ``repq`` + twin-uniform post-GELU + Hessian-guided weight scales
+                (and a twin-uniform softmax at 3 bits or fewer)
 ``fp8``         FP8 e4m3 Linear layers and patch embedding (weights per channel, inputs per tensor),
                 attention in float:
                 the recipe for FP8 tensor-core GEMMs (8 bits only)
@@ -90,10 +91,17 @@ def smoothquant(w: int, a: int, alpha: float = 0.5) -> QuantConfig:
 def best(w: int, a: int) -> QuantConfig:
     """vitq's best combination: RepQ-ViT (percentile-search scales, post-LayerNorm reparameterization, log-sqrt2
     softmax), PTQ4ViT's twin-uniform post-GELU quantizer, and PTQ4ViT's Hessian-guided search of the Linear
-    weight scales (the activation scales keep the percentile search, which held accuracy better here)."""
+    weight scales (the activation scales keep the percentile search, which held accuracy better here).
+
+    At 3 activation bits or fewer the softmax output takes PTQ4ViT's twin-uniform quantizer instead: 2^3 log-sqrt2
+    levels reach only 3.5 octaves below the largest probability (``max / 11``), so the many attention weights
+    below that (1/65 on average over 65 tokens) all become zero; twin-uniform keeps a fine range for them."""
     c = repq(w, a)
-    gelu = QuantRule("*.mlp.fc2.input_quantizer", QuantSpec(a, True, scheme="twin_uniform", observer="twin"))
-    return QuantConfig(rules=(gelu,) + c.rules,
+    rules = [QuantRule("*.mlp.fc2.input_quantizer", QuantSpec(a, True, scheme="twin_uniform", observer="twin"))]
+    if a <= 3:
+        rules.append(QuantRule("*.matmul_av.a_quantizer",
+                               QuantSpec(a, True, scheme="twin_uniform", observer="twin", signed=False)))
+    return QuantConfig(rules=tuple(rules) + c.rules,
                        transforms=c.transforms + (Transform("hessian", (("inputs", False),)),), name=f"best-w{w}a{a}")
 
 
