@@ -209,6 +209,9 @@ def test_method_presets_quantize_save_and_reload(tiny_vit, tmp_path, name):
 def test_preset_bits_and_errors():
     assert vitq.preset("repq", w_bits=6, a_bits=6).bits("activation") == 6
     assert vitq.preset("best").bits("weight") == 4
+    softmax = "blocks.0.attn.matmul_av.a_quantizer"
+    assert vitq.preset("best", w_bits=4, a_bits=4).spec_for(softmax).scheme == "log_sqrt2"
+    assert vitq.preset("best", w_bits=3, a_bits=3).spec_for(softmax).scheme == "twin_uniform"
     with pytest.raises(vitq.VitqError, match="8-bit only"):
         vitq.preset("fp8", w_bits=4)
     with pytest.raises(vitq.VitqError, match="unknown transform"):
