@@ -66,7 +66,12 @@ def ablation_configs(w: int = 4, a: int = 4) -> list[tuple[str, object]]:
             ("best, Hessian search on the inputs too", hess_inputs),
             ("best + per-head Q/K/V and softmax-output scales", per_head),
             ("best + GPTQ weight rounding (on the Hessian-searched grid)",
-             replace(best, transforms=best.transforms + (Transform("gptq"),)))]
+             replace(best, transforms=best.transforms + (Transform("gptq"),))),
+            ("w3a3: best (twin-uniform softmax at 3 bits)", "best/w3a3/c32"),
+            ("w3a3: best with the log-sqrt2 softmax of its w4a4 form", replace(
+                R.best(3, 3), rules=tuple(r for r in R.best(3, 3).rules
+                                          if not (r.pattern == "*.matmul_av.a_quantizer"
+                                                  and r.spec.scheme == "twin_uniform"))))]
 
 
 def read_rows(path: Optional[Path] = None) -> list[dict]:
@@ -198,7 +203,7 @@ def render() -> None:
                          [[r["group"], r["quantizers"], f"{r['top1']:.2f}", f"{r['top1'] - base:+.2f}"]
                           for r in where_rows]), ""]
     if abl:
-        md += ["### Ablation at w4a4 (32 calibration images)", "",
+        md += ["### Ablation (w4a4 unless the row says w3a3; 32 calibration images)", "",
                table(["recipe", "top-1 (%)", "vs float", "calib time (s)"], abl), ""]
     md.append("![top-1 per preset and bit width](recipes.png)")
     write_section("recipes", "\n".join(md))
