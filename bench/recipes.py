@@ -120,9 +120,9 @@ def grid(calib_sizes: list[int], bits: dict, presets: list[str], ablation: bool)
 
 
 # activation-quantizer groups of the shared coverage, for --where
-WHERE_GROUPS = {"post-LayerNorm inputs (qkv, fc1)": ("*.attn.qkv.input_quantizer", "*.mlp.fc1.input_quantizer"),
+WHERE_GROUPS = {"post-GELU (fc2 input)": ("*.mlp.fc2.input_quantizer",),
+                "post-LayerNorm inputs (qkv, fc1)": ("*.attn.qkv.input_quantizer", "*.mlp.fc1.input_quantizer"),
                 "attention output (proj input)": ("*.attn.proj.input_quantizer",),
-                "post-GELU (fc2 input)": ("*.mlp.fc2.input_quantizer",),
                 "Q, K, V": ("*.attn.[qkv]_quantizer",),
                 "softmax output": ("*.matmul_av.a_quantizer",),
                 "head input": ("head.input_quantizer",)}
@@ -192,7 +192,7 @@ def render() -> None:
     for label, cfg in ablation_configs():
         r = by_key.get(cfg if isinstance(cfg, str) else f"ablation/{label}")
         if r:
-            abl.append([label, f"{r['top1']:.2f}", f"{r['top1'] - fp:+.2f}", f"{r['calib_seconds']:.1f}"])
+            abl.append([label, f"{r['top1']:.2f}", f"{r['top1'] - fp:+.2f}"])
     where_rows = [r for r in rows if r["key"].startswith("where/")]
     if where_rows:
         base = next(r["top1"] for r in where_rows if not r["quantizers"])
@@ -204,7 +204,7 @@ def render() -> None:
                           for r in where_rows]), ""]
     if abl:
         md += ["### Ablation (w4a4 unless the row says w3a3; 32 calibration images)", "",
-               table(["recipe", "top-1 (%)", "vs float", "calib time (s)"], abl), ""]
+               table(["recipe", "top-1 (%)", "vs float"], abl), ""]
     md.append("![top-1 per preset and bit width](recipes.png)")
     write_section("recipes", "\n".join(md))
     plot(rows, fp)
