@@ -49,6 +49,11 @@ def _rules(weight: QuantSpec, act: QuantSpec, softmax: QuantSpec, post_ln: Optio
     return tuple(rules)
 
 
+def _twin(bits: int, signed=None) -> QuantSpec:
+    """PTQ4ViT's twin-uniform quantizer (softmax: ``signed=False``; post-GELU: sign from the data)."""
+    return QuantSpec(bits, True, scheme="twin_uniform", observer="twin", signed=signed)
+
+
 def repq(w: int, a: int, strict: bool = True) -> QuantConfig:
     """RepQ-ViT (Li et al., ICCV 2023); ``strict=False`` is ``repq_faithful``."""
     search = QuantSpec(a, symmetric=False, observer="pct_search")
@@ -63,11 +68,9 @@ def repq(w: int, a: int, strict: bool = True) -> QuantConfig:
 
 def ptq4vit(w: int, a: int) -> QuantConfig:
     """PTQ4ViT (Yuan et al., ECCV 2022): Hessian-guided search and twin-uniform softmax / post-GELU."""
-    twin = QuantSpec(a, True, scheme="twin_uniform", observer="twin")
     return QuantConfig(
         rules=_rules(weight=QuantSpec(w, True, PerChannel()), act=QuantSpec(a, symmetric=False),
-                     softmax=QuantSpec(a, True, scheme="twin_uniform", observer="twin", signed=False),
-                     post_gelu=twin),
+                     softmax=_twin(a, signed=False), post_gelu=_twin(a)),
         transforms=(Transform("hessian"),), name=f"ptq4vit-w{w}a{a}")
 
 
@@ -97,10 +100,9 @@ def best(w: int, a: int) -> QuantConfig:
     levels reach only 3.5 octaves below the largest probability (``max / 11``), so the many attention weights
     below that (1/65 on average over 65 tokens) all become zero; twin-uniform keeps a fine range for them."""
     c = repq(w, a)
-    rules = [QuantRule("*.mlp.fc2.input_quantizer", QuantSpec(a, True, scheme="twin_uniform", observer="twin"))]
+    rules = [QuantRule("*.mlp.fc2.input_quantizer", _twin(a))]
     if a <= 3:
-        rules.append(QuantRule("*.matmul_av.a_quantizer",
-                               QuantSpec(a, True, scheme="twin_uniform", observer="twin", signed=False)))
+        rules.append(QuantRule("*.matmul_av.a_quantizer", _twin(a, signed=False)))
     return QuantConfig(rules=tuple(rules) + c.rules,
                        transforms=c.transforms + (Transform("hessian", (("inputs", False),)),), name=f"best-w{w}a{a}")
 

@@ -31,6 +31,7 @@ from ..convert import quant_modules
 from ..granularity import PerChannel, PerTensor
 from ..nn import QuantLinear
 from ..primitives import fake_quantize
+from .fold import feed_inputs
 
 
 def _eligible(layer: QuantLinear) -> bool:
@@ -48,7 +49,7 @@ def _fix_grid(layer: QuantLinear) -> tuple[torch.Tensor, torch.Tensor, int, int]
         q.observe_tensor(layer.weight.detach())
         scale, zp, qmin, qmax = q.observer.solve()
         q.set_qparams(scale, zp, qmin, qmax)
-    qmin, qmax = q._range
+    qmin, qmax = (int(v) for v in q.qrange)
     per_row = isinstance(q.spec.granularity, PerChannel)
     shape = (-1, 1) if per_row else ()
     return q.scale.reshape(shape), q.zero_point.reshape(shape), qmin, qmax
@@ -86,17 +87,6 @@ def gptq_round(w: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, zero_point
     return q[:, torch.argsort(perm)].float()
 
 
-class _SecondMoment:
-    """Accumulates ``X X^T`` (in, in) over every token row fed to it."""
-
-    def __init__(self):
-        self.h = None
-
-    def add(self, x: torch.Tensor) -> None:
-        x = x.reshape(-1, x.shape[-1]).double()  # (rows, in)
-        self.h = x.t() @ x if self.h is None else self.h + x.t() @ x
-
-
 @torch.no_grad()
 def apply(model: nn.Module, batches: Sequence[torch.Tensor], damp: float = 0.01, block_size: int = 128,
           act_order: bool = False) -> None:
@@ -105,15 +95,13 @@ def apply(model: nn.Module, batches: Sequence[torch.Tensor], damp: float = 0.01,
     if not layers:
         return
     grids = [_fix_grid(layer) for layer in layers]
-    moments = [_SecondMoment() for _ in layers]
-    hooks = [layer.register_forward_pre_hook(lambda _m, args, i=i: moments[i].add(args[0]))
-             for i, layer in enumerate(layers)]
-    try:
-        for x in batches:
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    for layer, grid, mom in zip(layers, grids, moments):
-        layer.weight.copy_(gptq_round(layer.weight, mom.h, *grid, damp=damp, block_size=block_size,
+    hs = [torch.zeros(m.in_features, m.in_features, dtype=torch.float64) for m in layers]  # X X^T, (in, in)
+
+    def add(i: int, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).double()  # (rows, in)
+        hs[i] += x.t() @ x.to(hs[i].device)
+
+    feed_inputs(model, layers, batches, add)
+    for layer, grid, h in zip(layers, grids, hs):
+        layer.weight.copy_(gptq_round(layer.weight, h, *grid, damp=damp, block_size=block_size,
                                       act_order=act_order))
