@@ -8,11 +8,13 @@ Every model that vitq loads carries two plain attributes:
 * ``vitq_data_config``: the :class:`vitq.data.DataConfig` its inputs need.
 
 The JSON config format is the one of ``cifar10_vit_tiny.json``: ``{"cfg": {img_size, patch_size, in_chans,
-num_classes, embed_dim, depth, num_heads, mean, std, [mlp_ratio], [qkv_bias]}}``.
+num_classes, embed_dim, depth, num_heads, mean, std, [mlp_ratio], [qkv_bias]}}``; :func:`check_vit_cfg` says
+what each key must hold.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -30,13 +32,55 @@ DEFAULT_DATA = Path("/usr/share/datasets/fashion-mnist")
 _VIT_ARGS = ("img_size", "patch_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads")
 
 
-def build_vit_from_cfg(cfg: dict) -> nn.Module:
-    """A timm VisionTransformer from a JSON ``cfg`` (training-only keys such as ``pad`` are ignored)."""
-    from timm.models.vision_transformer import VisionTransformer
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def check_vit_cfg(cfg, origin: str = "model config") -> None:
+    """Raise a one-line VitqError (``<origin>: <key> ... got <value>``) unless ``cfg`` describes a buildable
+    VisionTransformer, so that a bad config fails before timm does (with a traceback, or by building a model
+    of the wrong size) and before any data is read.
+
+    The seven architecture keys are positive integers (not bools); ``img_size`` is divisible by ``patch_size``
+    and ``embed_dim`` by ``num_heads``; ``mean``/``std`` (optional) list one finite number per input channel,
+    every ``std`` above zero; ``mlp_ratio`` (optional) is a positive number and ``qkv_bias`` (optional) a bool.
+    Other keys (training settings such as ``pad``) are ignored.
+    """
+    if not isinstance(cfg, dict):
+        raise VitqError(f"{origin}: 'cfg' must be a JSON object, got {type(cfg).__name__} {cfg!r:.60}")
     missing = [k for k in _VIT_ARGS if k not in cfg]
     if missing:
-        raise VitqError(f"model config lacks {', '.join(missing)}")
+        raise VitqError(f"{origin} lacks {', '.join(missing)}")
+    for key in _VIT_ARGS:
+        if not _is_int(cfg[key]) or cfg[key] <= 0:
+            raise VitqError(f"{origin}: {key} must be a positive integer, got {cfg[key]!r}")
+    for num, den in (("img_size", "patch_size"), ("embed_dim", "num_heads")):
+        if cfg[num] % cfg[den]:
+            raise VitqError(f"{origin}: {num} {cfg[num]} is not divisible by {den} {cfg[den]}")
+    for key in ("mean", "std"):
+        values = cfg.get(key, [0.5] * cfg["in_chans"])
+        if not isinstance(values, list) or len(values) != cfg["in_chans"] or not all(map(_is_number, values)):
+            raise VitqError(f"{origin}: {key} must list {cfg['in_chans']} numbers (one per input channel, "
+                            f"in_chans), got {values!r:.80}")
+    if min(cfg.get("std", [0.5])) <= 0:
+        raise VitqError(f"{origin}: std values must be positive, got {cfg['std']!r}")
+    ratio = cfg.get("mlp_ratio", 4.0)
+    if not _is_number(ratio) or ratio <= 0:
+        raise VitqError(f"{origin}: mlp_ratio must be a positive number, got {ratio!r}")
+    if not isinstance(cfg.get("qkv_bias", True), bool):
+        raise VitqError(f"{origin}: qkv_bias must be true or false, got {cfg['qkv_bias']!r}")
+
+
+def build_vit_from_cfg(cfg: dict, origin: str = "model config") -> nn.Module:
+    """A timm VisionTransformer from a JSON ``cfg``, checked first by :func:`check_vit_cfg` (errors name
+    ``origin``; training-only keys such as ``pad`` are ignored)."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    check_vit_cfg(cfg, origin)
     kwargs = {k: cfg[k] for k in _VIT_ARGS}
     return VisionTransformer(mlp_ratio=cfg.get("mlp_ratio", 4.0), qkv_bias=cfg.get("qkv_bias", True), **kwargs)
 
@@ -87,8 +131,8 @@ def load_weights(model: nn.Module, sd: dict[str, torch.Tensor], origin: str) -> 
 def _data_config_from_cfg(cfg: dict) -> DataConfig:
     c = cfg["in_chans"]
     size = cfg["img_size"]
-    return DataConfig((c, size, size), tuple(cfg.get("mean", [0.5] * c)), tuple(cfg.get("std", [0.5] * c)),
-                      interpolation="bilinear", crop_pct=1.0)
+    mean, std = (tuple(float(v) for v in cfg.get(key, [0.5] * c)) for key in ("mean", "std"))
+    return DataConfig((c, size, size), mean, std, interpolation="bilinear", crop_pct=1.0)
 
 
 def timm_data_config(model: nn.Module) -> DataConfig:
@@ -113,9 +157,9 @@ def load_json_model(checkpoint: Path, config: Path) -> nn.Module:
         raise VitqError(f"model config {config} does not exist")
     try:
         cfg = json.loads(config.read_text())["cfg"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:  # ValueError: bad JSON or not UTF-8
         raise VitqError(f"{config} is not a vitq/timm model config (needs a 'cfg' object)") from e
-    model = build_vit_from_cfg(cfg)
+    model = build_vit_from_cfg(cfg, origin=str(config))
     load_weights(model, read_state_dict(checkpoint), str(checkpoint))
     return _tag(model, {"kind": "vit_json", "cfg": cfg}, _data_config_from_cfg(cfg))
 
