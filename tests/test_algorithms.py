@@ -7,14 +7,14 @@ import torch
 
 import vitq
 from vitq import PerChannel, PerTensor, QuantSpec
-from vitq.algorithms import algorithm_observer, repq, smoothquant
+from vitq.algorithms import repq, smoothquant
+from vitq.observers import observer_class
 from vitq.algorithms.fold import norm_linear_pairs
 from vitq.algorithms.gptq import gptq_round
 from vitq.algorithms.hessian import _search_layer
-from vitq.algorithms.twin_uniform import fake_quantize_twin
-from vitq.calibrate import run_calibration
+from vitq.calibrate import calibrate
 from vitq.config import Transform
-from vitq.primitives import fake_quantize, fake_quantize_log, qparams_from_minmax
+from vitq.primitives import fake_quantize, fake_quantize_log, fake_quantize_twin, qparams_from_minmax
 from vitq.recipes import METHODS
 
 from .conftest import CIFAR_DATA, need
@@ -53,7 +53,7 @@ def test_repq_per_tensor_codes_equal_per_channel_codes(tiny_vit):
     with torch.no_grad():
         qm(batches[0])
     h.remove()
-    obs = algorithm_observer("pct_search")(replace(qkv.input_quantizer.spec, granularity=PerChannel()), -1)
+    obs = observer_class("pct_search")(replace(qkv.input_quantizer.spec, granularity=PerChannel()), -1)
     for b in batches:  # the same per-channel solve repq runs
         with torch.no_grad():
             h = qkv.register_forward_pre_hook(lambda m, a: obs.update(a[0]))
@@ -63,7 +63,7 @@ def test_repq_per_tensor_codes_equal_per_channel_codes(tiny_vit):
     codes_before = torch.clamp(torch.round(seen["before"] / s.reshape(-1)) + z.reshape(-1), qmin, qmax)
     repq.apply(qm, batches, round_zero_point=True)
     iq = qkv.input_quantizer
-    assert iq.frozen and iq.scale.numel() == 1
+    assert iq.has_qparams and iq.scale.numel() == 1
     seen.clear()
     h = qkv.register_forward_pre_hook(lambda m, a: seen.setdefault("after", a[0].detach().clone()))
     with torch.no_grad():
@@ -95,7 +95,7 @@ def test_twin_uniform_levels_and_error(bits, signed):
 
 def test_twin_observer_scales_are_a_power_of_two_apart():
     spec = QuantSpec(4, True, scheme="twin_uniform", observer="twin", signed=False)
-    obs = algorithm_observer("twin")(spec, -1)
+    obs = observer_class("twin")(spec, -1)
     obs.update(torch.softmax(torch.randn(64, 50) * 3, dim=-1))
     scale, _, qmin, qmax = obs.solve()
     ratio = float(scale[1] / scale[0])
@@ -104,7 +104,7 @@ def test_twin_observer_scales_are_a_power_of_two_apart():
 
 def test_ptf_scales_are_base_times_power_of_two():
     spec = QuantSpec(4, False, PerChannel(), observer="ptf")
-    obs = algorithm_observer("ptf")(spec, -1)
+    obs = observer_class("ptf")(spec, -1)
     x = torch.randn(512, 32) * torch.logspace(-1, 1, 32)  # channels with very different ranges
     obs.update(x)
     scale, zp, qmin, qmax = obs.solve()
@@ -117,7 +117,7 @@ def test_ptf_scales_are_base_times_power_of_two():
 
 def test_percentile_search_picks_a_candidate_and_beats_minmax():
     spec = QuantSpec(4, False, PerTensor(), observer="pct_search")
-    obs = algorithm_observer("pct_search")(spec, -1)
+    obs = observer_class("pct_search")(spec, -1)
     x = torch.cat([torch.randn(20000), torch.tensor([40.0])])  # one outlier
     obs.update(x)
     s, z, qmin, qmax = obs.solve()
@@ -131,20 +131,18 @@ def test_percentile_search_picks_a_candidate_and_beats_minmax():
 
 def test_hessian_search_never_worse_than_minmax_on_its_objective(tiny_vit):
     qm = vitq.convert(tiny_vit, replace(vitq.preset("w4a4"), transforms=(Transform("hessian"),)))
-    run_calibration(qm, calib_batches(), show_progress=False)  # runs the search
+    calibrate(qm, calib_batches(), show_progress=False)  # runs the search
     layer = qm.blocks[0].mlp.fc1
-    assert layer.weight_quantizer.frozen and layer.input_quantizer.frozen
+    assert layer.weight_quantizer.has_qparams and layer.input_quantizer.has_qparams
 
     # independent check on synthetic data: the searched objective <= the min-max objective (ratio 1 is a candidate)
     qm2 = vitq.convert(tiny_vit, "w4a4")
     lin = qm2.blocks[0].mlp.fc1
     x, g = torch.randn(256, lin.in_features), torch.randn(256, lin.out_features)
-    lin.input_quantizer.set_state("observe")
-    lin.input_quantizer(x)
-    lin.input_quantizer.state = "off"
+    lin.input_quantizer.observe_tensor(x)
     w = lin.weight.detach().clone()
-    obs = lin.input_quantizer.observer
-    s_a, z_a = qparams_from_minmax(obs.min_val.reshape(()), obs.max_val.reshape(()), 4, False, False)
+    a_min, a_max, _ = lin.input_quantizer.observed_minmax()
+    s_a, z_a = qparams_from_minmax(a_min.reshape(()), a_max.reshape(()), 4, False, False)
     s_w, z_w = qparams_from_minmax(-w.abs().amax(1), w.abs().amax(1), 4, True, True)
 
     def objective(xs, xz, ws, wz, wqmin=-8, wqmax=7):
@@ -180,10 +178,10 @@ def test_gptq_rounds_onto_the_grid_and_beats_nearest_rounding(act_order):
 def test_gptq_transform_freezes_its_rounded_weights(tiny_vit):
     cfg = replace(vitq.preset("w4a8"), transforms=(Transform("gptq", (("act_order", True),)),))
     qm = vitq.convert(tiny_vit, cfg)
-    run_calibration(qm, calib_batches(), show_progress=False)
+    calibrate(qm, calib_batches(), show_progress=False)
     fc1 = qm.blocks[0].mlp.fc1
     rounded = fc1.weight.detach().clone()
-    assert fc1.weight_quantizer.frozen and not torch.equal(rounded, tiny_vit.blocks[0].mlp.fc1.weight)
+    assert fc1.weight_quantizer.has_qparams and not torch.equal(rounded, tiny_vit.blocks[0].mlp.fc1.weight)
     vitq.freeze(qm)
     assert torch.allclose(fc1.weight, rounded, atol=1e-6)  # freeze() kept GPTQ's values: no second rounding
 

@@ -24,7 +24,8 @@ def fq_reference(group: torch.Tensor, bits: int) -> torch.Tensor:
 def calibrated(x, granularity, bits=4, channel_axis=-1):
     q = Quantizer(QuantSpec(bits, symmetric=False, granularity=granularity), channel_axis=channel_axis)
     q.observe_tensor(x)
-    q.freeze()
+    q.solve()
+    q.enable()
     return q
 
 
@@ -91,7 +92,8 @@ def test_per_group_bad_size():
 def test_per_token_is_dynamic():
     x = torch.randn(2, 5, 8) * torch.arange(1, 6)[None, :, None]
     q = Quantizer(QuantSpec(4, symmetric=False, granularity=PerToken()))
-    q.freeze()  # dynamic: nothing to observe
+    q.solve()  # dynamic: nothing to observe, only the code range
+    q.enable()
     assert q.scale.numel() == 0
     out = q(x)
     for b in range(2):
@@ -123,7 +125,8 @@ def test_granularity_error_bounded(shape, bits, kind, seed):
     q = Quantizer(QuantSpec(bits, symmetric=False, granularity=g))
     if not g.dynamic:
         q.observe_tensor(x)
-    q.freeze()
+    q.solve()
+    q.enable()
     xv, dims = g.view(x, -1)
     scale, zp = qparams_from_minmax(xv.amin(dims, keepdim=True), xv.amax(dims, keepdim=True), bits, False, False)
     expected = fake_quantize(xv, scale, zp, *qrange(bits, False)).reshape(x.shape)

@@ -133,7 +133,7 @@ def test_split_gives_qkv_weight_three_scales():
 
 def test_fused_mode_uses_one_output_quantizer():
     _, qa, _ = calibrated_attention("fused")
-    assert qa.qkv.output_quantizer.frozen and qa.qkv.output_quantizer.scale.numel() == 1
+    assert qa.qkv.output_quantizer.has_qparams and qa.qkv.output_quantizer.scale.numel() == 1
     assert not any(q.enabled for q in (qa.q_quantizer, qa.k_quantizer, qa.v_quantizer))
 
 

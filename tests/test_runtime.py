@@ -6,7 +6,7 @@ from torch import nn
 import vitq
 from vitq import QuantSpec, VitqError
 from vitq.nn import QuantLinear
-from vitq.runtime import Int8Linear, to_int8
+from vitq.runtime import Int8Linear, lower
 
 
 def frozen_linear(symmetric_input: bool, w_bits: int = 8) -> QuantLinear:
@@ -39,7 +39,7 @@ def test_int8_linear_matches_fake_quant(symmetric_input):
 def test_whole_model_parity(tiny_vit):
     calib = [torch.randn(16, 3, 32, 32)]
     qm = vitq.quantize(tiny_vit, "w8a8", calib=calib, show_progress=False)
-    im, report = to_int8(qm)
+    im, report = lower(qm, kernels=("int8",))
     assert len(report["int8"]) == 9 and report["kept"] == {}  # 2 x (qkv, proj, fc1, fc2) + head
     assert sum(isinstance(m, Int8Linear) for m in im.modules()) == 9
     x = torch.randn(16, 3, 32, 32)
@@ -51,10 +51,10 @@ def test_whole_model_parity(tiny_vit):
 
 def test_ineligible_layers_kept_with_reason(tiny_vit):
     qm = vitq.quantize(tiny_vit, "w4a4", calib=[torch.randn(4, 3, 32, 32)], show_progress=False)
-    _, report = to_int8(qm)
+    _, report = lower(qm, kernels=("int8",))
     assert report["int8"] == [] and all("8-bit" in r for r in report["kept"].values())
     with pytest.raises(VitqError, match="frozen"):
-        to_int8(vitq.convert(tiny_vit, "w8a8"))
+        lower(vitq.convert(tiny_vit, "w8a8"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -6,22 +6,23 @@
     vitq.save(qmodel, "out/")                                   # vitq.load("out/") is bit-exact
 """
 from .analysis import analyze
-from .calibrate import calibrate, calibration, freeze, is_frozen, quantize, set_quantizers
-from .config import QuantConfig, QuantRule, QuantSpec, preset
+from .calibrate import calibrate, calibration, freeze, is_frozen, set_quantizers
+from .config import QuantConfig, QuantRule, QuantSpec, Transform
 from .convert import Registry, convert, default_registry, named_quantizers, quant_modules
 from .errors import VitqError
 from .evaluate import evaluate
-from .models import load_model
-from .pipeline import loaders
 from .granularity import PerBlock, PerChannel, PerGroup, PerHead, PerTensor, PerToken
+from .models import load_model
+from .pipeline import loaders, quantize
 from .quantizer import Quantizer
+from .recipes import preset
 from .serialize import load, save
 
 __version__ = "0.1.0"
 
 __all__ = [
     "analyze", "PerBlock", "PerChannel", "PerGroup", "PerHead", "PerTensor", "PerToken", "QuantConfig", "QuantRule",
-    "QuantSpec", "Quantizer", "Registry", "VitqError", "calibrate", "calibration", "convert", "default_registry",
-    "evaluate", "freeze", "load_model", "loaders", "is_frozen", "load", "named_quantizers", "preset", "quant_modules", "quantize", "save",
-    "set_quantizers",
+    "QuantSpec", "Quantizer", "Registry", "Transform", "VitqError", "calibrate", "calibration", "convert",
+    "default_registry", "evaluate", "freeze", "is_frozen", "load", "load_model", "loaders", "named_quantizers",
+    "preset", "quant_modules", "quantize", "save", "set_quantizers",
 ]

@@ -1,12 +1,15 @@
 """The calibration phase and the freeze step: one explicit phase each, never "first forward initializes".
 
-    qm = vitq.convert(model, "w8a8")
-    with vitq.calibration(qm):          # activation quantizers observe
+    qm = vitq.convert(model, "best")
+    vitq.calibrate(qm, calib_loader)     # the whole recipe: its transforms and the observer pass
+    vitq.freeze(qm)                      # qparams fixed once, weights quantized once
+
+or all at once: ``vitq.quantize(model, "best", calib=loader)``. For a recipe without transforms (the uniform
+``wXaY`` presets, or a custom rule list) the observer pass can also be driven by hand::
+
+    with vitq.calibration(qm):           # activation quantizers observe
         for images, _ in loader:
             qm(images)
-    vitq.freeze(qm)                      # qparams solved once, weights quantized once
-
-or all at once: ``vitq.quantize(model, "w8a8", calib=loader)``.
 """
 from __future__ import annotations
 
@@ -16,71 +19,95 @@ from typing import Iterable, Iterator, Optional
 import torch
 from torch import nn
 
-from .convert import convert, named_quantizers, quant_modules
+from .algorithms import check_transforms, run_transforms
+from .convert import named_quantizers, quant_modules
 from .errors import VitqError
 from .progress import progress
 
 
 def is_frozen(model: nn.Module) -> bool:
-    """True when the model's quant layers are frozen."""
+    """True when the model's quant layers are frozen (weights quantized, every qparam fixed)."""
     mods = [m for _, m in quant_modules(model)]
     return bool(mods) and all(m.is_frozen for m in mods)
 
 
-def _activation_quantizers(model: nn.Module, unfrozen: bool = False):
-    return [(n, q) for n, q in named_quantizers(model)
-            if q.enabled and not q.is_weight and not (unfrozen and q.frozen)]
+def _activation_quantizers(model: nn.Module):
+    return [(n, q) for n, q in named_quantizers(model) if q.enabled and not q.is_weight]
+
+
+@contextmanager
+def _observing(model: nn.Module) -> Iterator[nn.Module]:
+    """Every enabled activation quantizer without fixed qparams observes the tensors that pass."""
+    if is_frozen(model):
+        raise VitqError("model is frozen: calibrate before freeze()")
+    if not any(True for _ in quant_modules(model)):
+        raise VitqError("model has no vitq layers: convert it first")
+    quantizers = [q for _, q in _activation_quantizers(model) if not q.has_qparams]  # weight-only: none
+    was_training = model.training
+    model.eval()
+    for q in quantizers:
+        q.observe()
+    try:
+        yield model
+    finally:
+        for q in quantizers:
+            q.disable()
+        model.train(was_training)
 
 
 @contextmanager
 def calibration(model: nn.Module) -> Iterator[nn.Module]:
     """Inside the block, every enabled activation quantizer observes the tensors that pass (values unchanged).
 
-    Quantizers whose qparams a calibration algorithm already set (``Quantizer.set_qparams``) are left alone.
+    Only for recipes without transforms: a recipe's transforms (``repq``, ``smoothquant``, ``hessian``, ``gptq``)
+    need the calibration images themselves, so such a model is calibrated with :func:`calibrate`, never half.
     """
-    if is_frozen(model):
-        raise VitqError("model is frozen: calibrate before freeze()")
-    quantizers = _activation_quantizers(model, unfrozen=True)
-    if not quantizers:
-        raise VitqError("model has no enabled activation quantizers: convert it first")
-    was_training = model.training
-    model.eval()
-    for _, q in quantizers:
-        q.set_state("observe")
-    try:
+    config = getattr(model, "vitq_config", None)
+    if config is not None and config.transforms:
+        names = ", ".join(t.name for t in config.transforms)
+        raise VitqError(f"recipe {config.name!r} has transforms ({names}) that need the calibration images: "
+                        "use vitq.calibrate(model, images) instead of the calibration() block")
+    with _observing(model):
         yield model
-    finally:
-        for _, q in quantizers:
-            q.state = "off"
-        model.train(was_training)
 
 
-def _images(batch):
+def _images(batch) -> torch.Tensor:
     return batch[0] if isinstance(batch, (tuple, list)) else batch
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable, device: Optional[torch.device] = None,
+def calibrate(model: nn.Module, calib: Iterable, device: Optional[torch.device] = None,
               show_progress: bool = True) -> int:
-    """Run ``batches`` (tensors or (images, labels) pairs) through the model in calibration mode.
+    """Calibrate a converted model with its whole recipe: the transforms that run before the observer pass
+    (``repq``, ``smoothquant``), the observer pass over ``calib``, then the ones after it (``hessian``, ``gptq``).
 
-    Returns the number of images seen.
+    ``calib`` yields image tensors or (images, labels) pairs; the images are read once and kept in memory, since
+    transforms pass over them again. Returns the number of images. Call :func:`freeze` next.
     """
-    seen = 0
-    with calibration(model):
-        for batch in progress(batches, desc="calibrate", disable=not show_progress):
-            x = _images(batch)
-            if device is not None:
-                x = x.to(device)
-            model(x)
-            seen += x.shape[0]
+    if is_frozen(model):
+        raise VitqError("model is frozen: calibrate before freeze()")
+    config = getattr(model, "vitq_config", None)
+    if config is None:
+        raise VitqError("model has no vitq recipe: convert it first (vitq.convert)")
+    check_transforms(config)
+    batches = []
+    for batch in progress(calib, desc="load calibration", disable=not show_progress):
+        x = _images(batch)
+        batches.append(x.to(device) if device is not None else x)
+    seen = sum(x.shape[0] for x in batches)
     if seen == 0:
         raise VitqError("calibration data is empty")
+    model.eval()
+    run_transforms(model, "before", batches)
+    with _observing(model):
+        for x in progress(batches, desc="calibrate", disable=not show_progress):
+            model(x)
+    run_transforms(model, "after", batches)
     return seen
 
 
 def freeze(model: nn.Module) -> nn.Module:
-    """Solve every quantizer's qparams once and quantize every weight once; a second call raises."""
+    """Fix every quantizer's qparams once and quantize every weight once; a second call raises."""
     mods = list(quant_modules(model))
     if not mods:
         raise VitqError("model has no vitq layers: convert it first")
@@ -94,51 +121,8 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def run_calibration(model: nn.Module, calib: Iterable, device: Optional[torch.device] = None,
-                    show_progress: bool = True) -> int:
-    """The whole calibration of a converted model's recipe: the transforms that run before the observer pass
-    (e.g. ``repq``, ``smoothquant``), the pass itself (:func:`calibrate`), then the ones after it (``hessian``).
-
-    The calibration images are read once and kept in memory, since the transforms pass over them again.
-    Returns the number of images. Call :func:`freeze` next.
-    """
-    from .algorithms import run_transforms
-
-    if is_frozen(model):
-        raise VitqError("model is frozen: calibrate before freeze()")
-    batches = []
-    for batch in progress(calib, desc="load calibration", disable=not show_progress):
-        x = _images(batch)
-        batches.append(x.to(device) if device is not None else x)
-    if not batches or sum(x.shape[0] for x in batches) == 0:
-        raise VitqError("calibration data is empty")
-    model.eval()
-    config = getattr(model, "vitq_config", None)
-    if config is not None:
-        run_transforms(model, "before", batches)
-    seen = calibrate(model, batches, show_progress=show_progress)
-    if config is not None:
-        run_transforms(model, "after", batches)
-    return seen
-
-
-def quantize(model: nn.Module, config="w8a8", calib: Optional[Iterable] = None, device=None,
-             show_progress: bool = True, registry=None) -> nn.Module:
-    """Convert, calibrate on ``calib`` (running the recipe's transforms) and freeze, in one call.
-
-    Returns the quantized copy; ``model`` is unchanged.
-    """
-    if calib is None:
-        raise VitqError("quantize() needs calibration data (calib=...)")
-    qmodel = convert(model, config, registry=registry)
-    if device is not None:
-        qmodel.to(device)
-    run_calibration(qmodel, calib, device=device, show_progress=show_progress)
-    return freeze(qmodel)
-
-
 def set_quantizers(model: nn.Module, enabled: bool) -> None:
-    """Switch every frozen activation quantizer on (``quantize``) or off, e.g. to isolate weight error."""
+    """Switch every activation quantizer with fixed qparams on or off, e.g. to isolate the weight error."""
     for _, q in _activation_quantizers(model):
-        if q.frozen:
-            q.state = "quantize" if enabled else "off"
+        if q.has_qparams:
+            q.enable() if enabled else q.disable()

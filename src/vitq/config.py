@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import VitqError
-from .granularity import Granularity, PerChannel, PerTensor, granularity_from_dict, granularity_to_dict
+from .granularity import Granularity, PerTensor, granularity_from_dict, granularity_to_dict
+from .observers import OBSERVERS
 from .primitives import check_bits
-
-OBSERVER_NAMES = ("minmax", "ema", "percentile", "mse", "omse", "pct_search", "ptf", "twin")
-SCHEMES = ("uniform", "log2", "log_sqrt2", "twin_uniform", "fp8_e4m3")
+from .schemes import get_scheme
 
 
 @dataclass(frozen=True)
@@ -48,12 +47,16 @@ class QuantSpec:
 
     def __post_init__(self):
         check_bits(self.bits)
-        if self.scheme == "fp8_e4m3" and (self.bits != 8 or not self.symmetric):
-            raise VitqError("fp8_e4m3 is an 8-bit symmetric format: use bits=8, symmetric=True")
-        if self.scheme not in SCHEMES:
-            raise VitqError(f"unknown scheme {self.scheme!r} (known: {', '.join(SCHEMES)})")
-        if self.observer not in OBSERVER_NAMES:
-            raise VitqError(f"unknown observer {self.observer!r} (known: {', '.join(OBSERVER_NAMES)})")
+        for field, value in (("symmetric", self.symmetric), ("strict", self.strict)):
+            if not isinstance(value, bool):
+                raise VitqError(f"spec field {field!r} must be true or false, not {value!r}")
+        if self.signed is not None and not isinstance(self.signed, bool):
+            raise VitqError(f"spec field 'signed' must be true, false or null, not {self.signed!r}")
+        if not isinstance(self.granularity, Granularity.__args__):
+            raise VitqError(f"spec granularity must be a granularity, not {self.granularity!r}")
+        get_scheme(self.scheme).check(self.bits, self.symmetric)
+        if self.observer not in OBSERVERS:
+            raise VitqError(f"unknown observer {self.observer!r} (known: {', '.join(OBSERVERS)})")
         if not self.symmetric and self.signed:
             raise VitqError("asymmetric quantization uses unsigned codes; drop signed=True")
 
@@ -72,17 +75,19 @@ class QuantSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantSpec":
+        if not isinstance(d, dict):
+            raise VitqError(f"a spec must be a mapping of fields (bits, symmetric, ...), not {d!r}")
         known = {"bits", "symmetric", "granularity", "observer", "observer_args", "signed", "scheme", "strict"}
         extra = set(d) - known
         if extra:
             raise VitqError(f"unknown spec fields {sorted(extra)} (known: {sorted(known)})")
-        if not isinstance(d, dict):
-            raise VitqError(f"a spec must be a mapping, not {d!r}")
+        args = d.get("observer_args", {})
+        if not isinstance(args, dict):
+            raise VitqError(f"spec observer_args must be a mapping, not {args!r}")
         return cls(bits=d.get("bits", 8), symmetric=d.get("symmetric", True),
                    granularity=granularity_from_dict(d.get("granularity", "per_tensor")),
-                   observer=d.get("observer", "minmax"),
-                   observer_args=tuple(sorted(dict(d.get("observer_args", {})).items())), signed=d.get("signed"),
-                   scheme=d.get("scheme", "uniform"), strict=bool(d.get("strict", True)))
+                   observer=d.get("observer", "minmax"), observer_args=tuple(sorted(args.items())),
+                   signed=d.get("signed"), scheme=d.get("scheme", "uniform"), strict=d.get("strict", True))
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,17 @@ class QuantRule:
     def to_dict(self) -> dict:
         return {"pattern": self.pattern, "spec": None if self.spec is None else self.spec.to_dict(), "role": self.role}
 
+    def __post_init__(self):
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise VitqError(f"a rule pattern must be a non-empty glob string, not {self.pattern!r}")
+
     @classmethod
     def from_dict(cls, d: dict) -> "QuantRule":
         if "pattern" not in d:
             raise VitqError(f"rule {d} has no 'pattern'")
+        extra = set(d) - {"pattern", "spec", "role"}
+        if extra:
+            raise VitqError(f"unknown rule fields {sorted(extra)} (known: pattern, spec, role)")
         role = d.get("role", "weight" if str(d["pattern"]).endswith("weight_quantizer") else "activation")
         if role not in ("weight", "activation", "fixed"):
             raise VitqError(f"rule role must be weight, activation or fixed, not {role!r}")
@@ -124,7 +136,7 @@ class Transform:
     def __post_init__(self):
         from .algorithms import TRANSFORMS
 
-        if self.name not in TRANSFORMS:
+        if not isinstance(self.name, str) or self.name not in TRANSFORMS:
             raise VitqError(f"unknown transform {self.name!r} (known: {', '.join(TRANSFORMS)})")
 
     def to_dict(self) -> dict:
@@ -157,6 +169,12 @@ class QuantConfig:
     def __post_init__(self):
         if self.qkv not in ("split", "fused"):
             raise VitqError(f"qkv must be 'split' or 'fused', not {self.qkv!r}")
+        if isinstance(self.exclude, str):  # one glob, not a sequence of its letters
+            object.__setattr__(self, "exclude", (self.exclude,))
+        if not all(isinstance(p, str) and p for p in self.exclude):
+            raise VitqError(f"exclude must be a list of module name globs, not {list(self.exclude)!r}")
+        if not isinstance(self.name, str):
+            raise VitqError(f"a recipe name must be a string, not {self.name!r}")
 
     def spec_for(self, quantizer_name: str) -> Optional[QuantSpec]:
         """The spec of the first rule matching ``quantizer_name`` (None when it stays float)."""
@@ -197,9 +215,15 @@ class QuantConfig:
         extra = set(d) - known
         if extra:
             raise VitqError(f"unknown recipe fields {sorted(extra)} (known: {sorted(known)})")
+        exclude = d.get("exclude", [])
+        if isinstance(exclude, str):  # one glob, not a list of its letters
+            exclude = [exclude]
+        transforms = d.get("transforms", [])
+        if not isinstance(exclude, list) or not isinstance(transforms, list):
+            raise VitqError("a recipe's 'exclude' and 'transforms' are lists")
         return cls(rules=tuple(QuantRule.from_dict(r) for r in d["rules"]), qkv=d.get("qkv", "split"),
-                   exclude=tuple(d.get("exclude", ())), name=d.get("name", "custom"),
-                   transforms=tuple(Transform.from_dict(t) for t in d.get("transforms", ())))
+                   exclude=tuple(exclude), name=d.get("name", "custom"),
+                   transforms=tuple(Transform.from_dict(t) for t in transforms))
 
     @classmethod
     def from_file(cls, path) -> "QuantConfig":
@@ -207,8 +231,8 @@ class QuantConfig:
         path = Path(path)
         if not path.is_file():
             raise VitqError(f"recipe file {path} does not exist")
-        text = path.read_text()
         try:
+            text = path.read_text()
             if path.suffix in (".yaml", ".yml"):
                 import yaml
 
@@ -220,70 +244,3 @@ class QuantConfig:
         cfg = cls.from_dict(data)
         return cfg if cfg.name != "custom" else replace(cfg, name=path.stem)
 
-    from_yaml = from_file
-    from_json = from_file
-
-
-def basic_rules(w_bits: int, a_bits: int, w_granularity: Granularity = PerChannel(),
-                a_granularity: Granularity = PerTensor(), a_observer: str = "minmax",
-                w_observer: str = "minmax") -> tuple[QuantRule, ...]:
-    """The rule list of the uniform presets.
-
-    * the image entering the patch embedding stays 8-bit (it is 8-bit data);
-    * every Linear/Conv weight: ``w_bits`` symmetric signed, per output channel by default;
-    * every Linear input, Q, K, V and the softmax output: ``a_bits``, asymmetric (unsigned for softmax);
-    * layer outputs and the already-quantized matmul operands stay off (no quantizer runs twice on one tensor).
-    """
-    act = QuantSpec(a_bits, symmetric=False, granularity=a_granularity, observer=a_observer)
-    return (
-        QuantRule("patch_embed.proj.input_quantizer", QuantSpec(8, symmetric=False), "fixed"),
-        QuantRule("*weight_quantizer", QuantSpec(w_bits, True, w_granularity, w_observer), "weight"),
-        QuantRule("*output_quantizer", None),
-        QuantRule("*.matmul_qk.*", None),
-        QuantRule("*.matmul_av.b_quantizer", None),
-        QuantRule("*.matmul_av.a_quantizer", QuantSpec(a_bits, symmetric=True, observer=a_observer)),
-        QuantRule("*input_quantizer", act),
-        QuantRule("*[qkv]_quantizer", act),
-    )
-
-
-PRESETS = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8), "w4a4": (4, 4)}
-
-
-def preset(name: str, w_bits: Optional[int] = None, a_bits: Optional[int] = None, **kwargs) -> QuantConfig:
-    """A named preset, optionally with other bits: a uniform min-max one (``w8a8``, ``w6a6``, ``w4a8``, ``w4a4``,
-    or ``wXaY`` for any bits 2..8), or a method preset of :mod:`vitq.recipes` (``repq``, ``repq_faithful``,
-    ``ptq4vit``, ``fqvit``, ``smoothquant``, ``best``, ``fp8``). Keyword arguments of the uniform presets go to
-    :func:`basic_rules` (granularities, observers) or QuantConfig (``qkv``)."""
-    from .recipes import METHODS, method_preset
-
-    if name in METHODS:
-        if kwargs:
-            raise VitqError(f"preset {name!r} takes only bit widths, not {sorted(kwargs)}")
-        return method_preset(name, w_bits, a_bits)
-    bits = PRESETS.get(name)
-    if bits is None:
-        import re
-
-        m = re.fullmatch(r"w(\d)a(\d)", name)
-        if not m:
-            raise VitqError(f"unknown preset {name!r} (known: {', '.join([*PRESETS, *METHODS])}, or wXaY)")
-        bits = (int(m.group(1)), int(m.group(2)))
-    w, a = w_bits or bits[0], a_bits or bits[1]
-    qkv = kwargs.pop("qkv", "split")
-    label = f"w{w}a{a}" if (w, a) != bits else name
-    return QuantConfig(rules=basic_rules(w, a, **kwargs), qkv=qkv, name=label)
-
-
-def resolve_config(config) -> QuantConfig:
-    """Accept a QuantConfig, a preset name, a dict, or a path to a YAML/JSON recipe."""
-    if isinstance(config, QuantConfig):
-        return config
-    if isinstance(config, dict):
-        return QuantConfig.from_dict(config)
-    if isinstance(config, (str, Path)):
-        s = str(config)
-        if s.endswith((".yaml", ".yml", ".json")):
-            return QuantConfig.from_file(s)
-        return preset(s)
-    raise VitqError(f"cannot use {type(config).__name__} as a quantization config")

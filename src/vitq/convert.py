@@ -12,7 +12,8 @@ from typing import Callable, Iterator, Optional
 
 from torch import nn
 
-from .config import QuantConfig, resolve_config
+from .config import QuantConfig
+from .recipes import resolve_config
 from .errors import VitqError
 from .nn import QuantAttention, QuantConv2d, QuantLinear, QuantModule
 from .quantizer import Quantizer

@@ -36,7 +36,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from .errors import VitqError
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

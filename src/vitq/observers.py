@@ -12,18 +12,22 @@ the problem; constant and all-zero inputs give a finite, positive scale (see ``p
 * ``omse``:       the same search with the L2 norm (``p = 2``) on a finer grid: OMSE (Choukroun et al., 2019),
                   minimizing the Frobenius norm of the quantization error, as FQ-ViT calibrates.
 
-Method-specific observers (``pct_search`` of RepQ-ViT, ``ptf`` of FQ-ViT, ``twin`` of PTQ4ViT) are in
-:mod:`vitq.algorithms`.
+Method-specific observers (``pct_search`` of RepQ-ViT, ``ptf`` of FQ-ViT, ``twin`` of PTQ4ViT) live in
+:mod:`vitq.algorithms` beside their method; :data:`OBSERVERS` is the one registry of every observer name.
 """
 from __future__ import annotations
 
-from typing import Optional
+import importlib
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
-from .config import QuantSpec
 from .errors import VitqError
-from .primitives import EPS, FP8_MAX, fake_quantize, qparams_from_minmax, qrange
+from .primitives import fake_quantize, qparams_from_minmax
+from .schemes import get_scheme
+
+if TYPE_CHECKING:
+    from .config import QuantSpec
 
 
 def _rows(xv: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Size]:
@@ -81,20 +85,11 @@ class Observer:
         """Qparams from the accumulated statistics."""
         if not self.has_data:
             raise VitqError("observer has seen no data")
-        scheme = self.spec.scheme
-        if scheme != "uniform":
-            if not (torch.isfinite(self.max_val).all() and torch.isfinite(self.min_val).all()):
-                raise VitqError("cannot compute a scale from NaN or infinite statistics")
-            if scheme == "fp8_e4m3":  # symmetric: the largest magnitude maps to e4m3's largest finite value
-                scale = (torch.maximum(-self.min_val, self.max_val) / FP8_MAX).clamp_min(EPS)
-                return scale, torch.zeros_like(scale), -int(FP8_MAX), int(FP8_MAX)
-            if scheme == "twin_uniform":
-                raise VitqError("twin_uniform scales come from the 'twin' observer (observer: twin)")
-            scale = self.max_val.clamp_min(EPS)  # log levels hang from the maximum; no zero point
-            return scale, torch.zeros_like(scale), 0, 2 ** self.spec.bits - 1
-        signed = self.signed()
-        scale, zp = qparams_from_minmax(self.min_val, self.max_val, self.spec.bits, self.spec.symmetric, signed)
-        return (scale, zp, *qrange(self.spec.bits, signed))
+        solve = get_scheme(self.spec.scheme).solve_minmax
+        if solve is None:
+            raise VitqError(f"{self.spec.scheme} scales come from a searching observer, not min/max "
+                            f"(for twin_uniform: observer: twin)")
+        return solve(self.min_val, self.max_val, self.spec, self.signed())
 
 
 class MinMaxObserver(Observer):
@@ -166,7 +161,7 @@ class MSEObserver(Observer):
 
     def solve(self):
         scale, zp, qmin, qmax = super().solve()
-        if self.spec.scheme != "uniform":  # the search below is over uniform grids
+        if not get_scheme(self.spec.scheme).affine:  # the search below is over affine integer grids
             return scale, zp, qmin, qmax
         x = self._samples  # (R, M)
         shape = self.min_val.shape
@@ -192,21 +187,31 @@ class OMSEObserver(MSEObserver):
         super().__init__(spec, channel_axis, p=p, grid=grid, min_ratio=min_ratio, **kwargs)
 
 
-OBSERVERS = {"minmax": MinMaxObserver, "ema": EMAMinMaxObserver, "percentile": PercentileObserver,
-             "mse": MSEObserver, "omse": OMSEObserver}
+# The one registry of observer names. The method observers subclass MSEObserver, so they are named by
+# "module:Class" and imported on first use (importing them here would be a cycle).
+OBSERVERS: dict[str, Union[type, str]] = {
+    "minmax": MinMaxObserver, "ema": EMAMinMaxObserver, "percentile": PercentileObserver, "mse": MSEObserver,
+    "omse": OMSEObserver,
+    "pct_search": "vitq.algorithms.percentile_search:PercentileSearchObserver",
+    "ptf": "vitq.algorithms.ptf:PowerOfTwoFactorObserver",
+    "twin": "vitq.algorithms.twin_uniform:TwinUniformObserver",
+}
 
 
-def make_observer(spec: QuantSpec, channel_axis: int = -1) -> Observer:
-    """The observer named by ``spec.observer``, built with ``spec.observer_args``.
+def observer_class(name: str) -> type:
+    """The observer class registered under ``name``."""
+    entry = OBSERVERS.get(name)
+    if entry is None:
+        raise VitqError(f"unknown observer {name!r} (known: {', '.join(OBSERVERS)})")
+    if isinstance(entry, str):
+        module, cls = entry.split(":")
+        entry = getattr(importlib.import_module(module), cls)
+    return entry
 
-    The searches of published methods (``pct_search``, ``ptf``, ``twin``) live in :mod:`vitq.algorithms`.
-    """
-    if spec.observer in OBSERVERS:
-        cls = OBSERVERS[spec.observer]
-    else:
-        from .algorithms import algorithm_observer
 
-        cls = algorithm_observer(spec.observer)
+def make_observer(spec: "QuantSpec", channel_axis: int = -1) -> Observer:
+    """The observer named by ``spec.observer``, built with ``spec.observer_args``."""
+    cls = observer_class(spec.observer)
     try:
         return cls(spec, channel_axis, **dict(spec.observer_args))
     except TypeError as e:

@@ -1,4 +1,5 @@
-"""The end-to-end jobs behind the CLI, callable from Python: data loaders for a model, and quantize-and-report.
+"""The end-to-end jobs behind the CLI, callable from Python: :func:`quantize` (convert, calibrate and freeze in
+one call, the one path every caller takes), data loaders for a model, and quantize-and-report.
 
     model = vitq.load_model("deit_small_patch16_224", pretrained=True)
     calib, val = vitq.loaders(model, "/data/imagenet", calib_size=256)
@@ -12,16 +13,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .calibrate import freeze, run_calibration
+from .calibrate import calibrate, freeze
 from .config import QuantConfig
 from .convert import convert
-from .data import default_eval_split, first_subset, make_loader, open_dataset, random_subset
+from .data import check_classes, default_eval_split, first_subset, make_loader, open_dataset, random_subset
 from .errors import VitqError
 from .evaluate import evaluate
 from .models import DEFAULT_DATA, data_config_of, model_name
@@ -31,7 +32,8 @@ from .serialize import save
 
 @dataclass
 class DataInfo:
-    """Where calibration and evaluation images came from (recorded in reports)."""
+    """Where calibration and evaluation images came from, and how they were batched (recorded in reports: the
+    batch size changes the result of data-dependent searches)."""
 
     data: str
     split: str
@@ -39,6 +41,8 @@ class DataInfo:
     calib_split: str
     calib_images: int
     eval_images: int
+    batch_size: int = 64
+    workers: int = 0
 
 
 def default_data_for(model: nn.Module) -> Path:
@@ -57,10 +61,13 @@ def loaders(model: nn.Module, data=None, split: Optional[str] = None, calib_spli
     (default: the same root). When that split does not exist (an ImageNet ``val/``-only folder), they are drawn
     from the evaluation split instead and held out of the evaluation, so no image is used for both.
     """
+    if batch_size < 1 or workers < 0:
+        raise VitqError(f"batch size must be at least 1 and workers at least 0 (got {batch_size}, {workers})")
     cfg = data_config_of(model)
     root = Path(data) if data is not None else default_data_for(model)
     split = split or default_eval_split(root)
     eval_set = open_dataset(root, split, cfg)
+    check_classes(eval_set, getattr(model, "num_classes", None))
     calib_root = Path(calib_data) if calib_data is not None else root
     held_out = False
     try:
@@ -79,8 +86,22 @@ def loaders(model: nn.Module, data=None, split: Optional[str] = None, calib_spli
         eval_set.targets = [eval_set.dataset.targets[i] for i in rest]
     eval_set = first_subset(eval_set, limit)
     info = DataInfo(str(root), split, str(calib_root), f"{split} (held out)" if held_out else calib_split,
-                    len(calib_set), len(eval_set))
+                    len(calib_set), len(eval_set), batch_size, workers)
     return (make_loader(calib_set, batch_size, workers), make_loader(eval_set, batch_size, workers), info)
+
+
+def eval_loader(model: nn.Module, data=None, split: Optional[str] = None, limit: Optional[int] = None,
+                batch_size: int = 64, workers: int = 0) -> tuple[DataLoader, Path, str]:
+    """The evaluation loader of ``vitq eval``: ``split`` (default test, else val) of ``data`` (default: the
+    embedded model's Fashion-MNIST) with ``model``'s preprocessing, its labels checked against the model's head.
+    Returns the loader, the data root and the split."""
+    if batch_size < 1 or workers < 0:
+        raise VitqError(f"batch size must be at least 1 and workers at least 0 (got {batch_size}, {workers})")
+    root = Path(data) if data is not None else default_data_for(model)
+    split = split or default_eval_split(root)
+    ds = open_dataset(root, split, data_config_of(model))
+    check_classes(ds, getattr(model, "num_classes", None))
+    return make_loader(first_subset(ds, limit), batch_size, workers), root, split
 
 
 @contextmanager
@@ -103,18 +124,29 @@ def staged_output(out, force: bool = False) -> Iterator[Path]:
     tmp.rename(out)
 
 
+def quantize(model: nn.Module, config="w8a8", calib: Optional[Iterable] = None, device=None,
+             show_progress: bool = True, registry=None) -> nn.Module:
+    """Convert ``model`` with ``config`` (a QuantConfig, preset name, dict or recipe file), calibrate it on
+    ``calib`` with the whole recipe (:func:`vitq.calibrate`) and freeze it. Returns the quantized copy; ``model``
+    is unchanged."""
+    if calib is None:
+        raise VitqError("quantize() needs calibration data (calib=...)")
+    qmodel = convert(model, config, registry=registry)
+    if device is not None:
+        qmodel.to(device)
+    calibrate(qmodel, calib, device=device, show_progress=show_progress)
+    return freeze(qmodel)
+
+
 def quantize_and_report(model: nn.Module, config: QuantConfig, calib: DataLoader, val: DataLoader,
                         info: DataInfo, out=None, force: bool = False, device=None, seed: int = 0,
                         show_progress: bool = True) -> tuple[nn.Module, dict]:
     """Convert, calibrate, freeze, evaluate next to the float model, and (with ``out``) save model and reports."""
     device = torch.device(device) if device is not None else None
     t0 = time.perf_counter()
-    qmodel = convert(model, config)
     if device is not None:
-        qmodel.to(device)
         model.to(device)
-    run_calibration(qmodel, calib, device=device, show_progress=show_progress)
-    freeze(qmodel)
+    qmodel = quantize(model, config, calib, device=device, show_progress=show_progress)
     seconds_calibrate = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = evaluate(qmodel, val, float_model=model, device=device, show_progress=show_progress)
@@ -128,7 +160,8 @@ def quantize_and_report(model: nn.Module, config: QuantConfig, calib: DataLoader
         "seconds_calibrate": seconds_calibrate, "seconds_eval": seconds_eval,
         "throughput_ratio": res["fp_seconds"] / max(res["seconds"], 1e-9),
         "data": info.data, "split": info.split, "calib_data": info.calib_data, "calib_split": info.calib_split,
-        "seed": seed, "device": str(device or "cpu"), "torch": torch.__version__,
+        "seed": seed, "batch_size": info.batch_size, "workers": info.workers,
+        "device": str(device or "cpu"), "torch": torch.__version__,
         "coverage": coverage(qmodel), "config": config.to_dict(),
     }
     if out is not None:

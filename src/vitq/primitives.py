@@ -108,6 +108,16 @@ def fake_quantize(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
     return y.mul_(scale)
 
 
+def fake_quantize_learnable(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
+                            qmax: int) -> torch.Tensor:
+    """Fake quantization differentiable w.r.t. ``scale`` as well as ``x`` (LSQ, Esser et al., ICLR 2020): rounding
+    passes the gradient straight through, clamping stops it outside the range, and the scale receives
+    ``d/ds [s * (clamp(round(x/s) + z) - z)]``. Same values as :func:`fake_quantize`."""
+    v = x / scale
+    v = v + (torch.round(v) - v).detach()  # round with a straight-through gradient
+    return (torch.clamp(v + zero_point, qmin, qmax) - zero_point) * scale
+
+
 LOG_STEPS = {"log2": 1.0, "log_sqrt2": 0.5}  # exponent step: levels scale * 2^(-step * code)
 
 
@@ -127,6 +137,23 @@ def fake_quantize_log(x: torch.Tensor, scale: torch.Tensor, bits: int, scheme: s
     code = torch.round(-torch.log2(ratio) / step)  # inf for ratio 0
     out = scale * torch.exp2(-step * code.clamp(max=top))
     return torch.where(code > top + 0.5, torch.zeros_like(out), out)
+
+
+def fake_quantize_twin(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    """Twin-uniform fake quantization (PTQ4ViT, see :mod:`vitq.algorithms.twin_uniform`); ``scale`` holds ``[s1, s2]``.
+
+    Unsigned (post-softmax): values below ``(2^(b-1) - 1/2) * s1`` take the fine grid ``s1``, the rest ``s2``.
+    Signed (post-GELU): negative values take ``s1``, non-negative ones ``s2``. At most ``2^b`` levels either way.
+    """
+    top = 2 ** (bits - 1) - 1
+    s1, s2 = scale[0], scale[1]
+    if signed:
+        fine = -torch.round(-x * (1.0 / s1)).clamp(0, top) * s1
+        coarse = torch.round(x * (1.0 / s2)).clamp(0, top) * s2
+        return torch.where(x < 0, fine, coarse)
+    q1 = torch.round(x * (1.0 / s1)).clamp_min(0)
+    coarse = torch.round(x * (1.0 / s2)).clamp(0, top) * s2
+    return torch.where(q1 <= top, q1 * s1, coarse)
 
 
 FP8_DTYPE = torch.float8_e4m3fn

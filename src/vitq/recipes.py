@@ -1,4 +1,6 @@
-"""Method presets: published ViT PTQ recipes (and vitq's best combination) as QuantConfigs, at any bit widths.
+"""Presets, the one home of named recipes: uniform min-max ``wXaY`` presets and method presets (published ViT PTQ
+recipes and vitq's best combination), as QuantConfigs at any bit widths; and :func:`resolve_config`, which turns
+whatever a user passes (a config, a preset name, a dict, a recipe file) into a QuantConfig.
 
 Every preset shares one coverage (that of RepQ-ViT's code, so rows compare): the image entering the patch
 embedding at 8 bits; every Linear/Conv weight (patch embedding and head included) at ``w_bits``; every Linear
@@ -25,16 +27,21 @@ Method presets default to W4A4, the setting the papers headline; ``preset("repq"
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Callable, Optional
 
 from .config import QuantConfig, QuantRule, QuantSpec, Transform
 from .errors import VitqError
-from .granularity import PerChannel, PerTensor
+from .granularity import Granularity, PerChannel, PerTensor
 
 
 def _rules(weight: QuantSpec, act: QuantSpec, softmax: QuantSpec, post_ln: Optional[QuantSpec] = None,
            post_gelu: Optional[QuantSpec] = None, image: Optional[QuantSpec] = None) -> tuple[QuantRule, ...]:
-    """The shared coverage (module docstring) with a spec per kind of tensor."""
+    """The shared coverage (module docstring) with a spec per kind of tensor.
+
+    Layer outputs and the already-quantized matmul operands stay off: no quantizer runs twice on one tensor.
+    """
     rules = [QuantRule("patch_embed.proj.input_quantizer", image or QuantSpec(8, symmetric=False), "fixed"),
              QuantRule("*weight_quantizer", weight, "weight"),
              QuantRule("*output_quantizer", None),
@@ -47,6 +54,18 @@ def _rules(weight: QuantSpec, act: QuantSpec, softmax: QuantSpec, post_ln: Optio
         rules.append(QuantRule("*.mlp.fc2.input_quantizer", post_gelu))
     rules += [QuantRule("*input_quantizer", act), QuantRule("*[qkv]_quantizer", act)]
     return tuple(rules)
+
+
+def uniform(w: int, a: int, w_granularity: Granularity = PerChannel(), a_granularity: Granularity = PerTensor(),
+            a_observer: str = "minmax", w_observer: str = "minmax", qkv: str = "split",
+            name: Optional[str] = None) -> QuantConfig:
+    """The uniform min-max preset ``wXaY``: symmetric weights (per output channel by default), asymmetric
+    activations (per tensor by default), a symmetric unsigned softmax output, the image at 8 bits."""
+    return QuantConfig(
+        rules=_rules(weight=QuantSpec(w, True, w_granularity, w_observer),
+                     act=QuantSpec(a, symmetric=False, granularity=a_granularity, observer=a_observer),
+                     softmax=QuantSpec(a, symmetric=True, observer=a_observer)),
+        qkv=qkv, name=name or f"w{w}a{a}")
 
 
 def _twin(bits: int, signed=None) -> QuantSpec:
@@ -127,10 +146,39 @@ METHODS: dict[str, Callable[..., QuantConfig]] = {
     "repq": repq, "repq_faithful": lambda w, a: repq(w, a, strict=False), "ptq4vit": ptq4vit, "fqvit": fqvit,
     "smoothquant": smoothquant, "best": best, "fp8": fp8,
     "fp8_tensor": lambda w, a: fp8(w, a, weight_granularity=PerTensor())}
-DEFAULT_BITS = {"fp8": (8, 8), "fp8_tensor": (8, 8)}
+DEFAULT_BITS = {"fp8": (8, 8), "fp8_tensor": (8, 8)}  # method presets default to W4A4 otherwise
+UNIFORM = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8), "w4a4": (4, 4)}  # named; any wXaY works too
 
 
-def method_preset(name: str, w_bits: Optional[int] = None, a_bits: Optional[int] = None) -> QuantConfig:
-    """The method preset ``name`` at ``w_bits``/``a_bits`` (default W4A4; fp8: 8/8)."""
-    w0, a0 = DEFAULT_BITS.get(name, (4, 4))
-    return METHODS[name](w_bits or w0, a_bits or a0)
+def preset(name: str, w_bits: Optional[int] = None, a_bits: Optional[int] = None, **kwargs) -> QuantConfig:
+    """A named preset, optionally with other bits: a uniform min-max one (``w8a8``, ``w6a6``, ``w4a8``, ``w4a4``,
+    or ``wXaY`` for any bits 2..8), or a method preset (``repq``, ``repq_faithful``, ``ptq4vit``, ``fqvit``,
+    ``smoothquant``, ``best``: W4A4 by default; ``fp8``, ``fp8_tensor``: 8 bits only). Keyword arguments of the
+    uniform presets go to :func:`uniform` (granularities, observers, ``qkv``)."""
+    if not isinstance(name, str):
+        raise VitqError(f"a preset name is a string, not {name!r}")
+    if name in METHODS:
+        if kwargs:
+            raise VitqError(f"preset {name!r} takes only bit widths, not {sorted(kwargs)}")
+        w0, a0 = DEFAULT_BITS.get(name, (4, 4))
+        return METHODS[name](w_bits or w0, a_bits or a0)
+    m = re.fullmatch(r"w(\d)a(\d)", name)
+    if not m:
+        raise VitqError(f"unknown preset {name!r} (known: {', '.join([*UNIFORM, *METHODS])}, or wXaY)")
+    bits = (int(m.group(1)), int(m.group(2)))
+    w, a = w_bits or bits[0], a_bits or bits[1]
+    return uniform(w, a, name=name if (w, a) == bits else None, **kwargs)
+
+
+def resolve_config(config) -> QuantConfig:
+    """Accept a QuantConfig, a preset name, a dict, or a path to a YAML/JSON recipe."""
+    if isinstance(config, QuantConfig):
+        return config
+    if isinstance(config, dict):
+        return QuantConfig.from_dict(config)
+    if isinstance(config, (str, Path)):
+        s = str(config)
+        if s.endswith((".yaml", ".yml", ".json")):
+            return QuantConfig.from_file(s)
+        return preset(s)
+    raise VitqError(f"cannot use {type(config).__name__} as a quantization config")

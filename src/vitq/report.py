@@ -66,3 +66,29 @@ def write_report(out: Path, report: dict, title: str = "vitq quantization report
         lines += ["", "## Coverage", "", "| | |", "| --- | --- |"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in report["coverage"].items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def describe(model: nn.Module) -> list[str]:
+    """The lines of ``vitq info``: parameter count, quant layer kinds, and every enabled quantizer with its bits,
+    symmetry, granularity, observer and state (quantizers left in float are counted, not listed)."""
+    from .convert import quant_modules
+
+    params = sum(p.numel() for p in model.parameters()) + sum(
+        b.numel() for n, b in model.named_buffers() if n.endswith("weight_int"))
+    layers = list(quant_modules(model))
+    kinds: dict[str, int] = {}
+    for _, m in layers:
+        kinds[type(m).__name__] = kinds.get(type(m).__name__, 0) + 1
+    lines = [f"parameters: {params:,}   quant layers: {len(layers)}   qkv: {model.vitq_config.qkv}",
+             "layers: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())),
+             f"{'quantizer':56s} {'bits':>4s} {'scheme':12s} {'sym':>5s} {'granularity':12s} {'observer':10s} state"]
+    quantizers = list(named_quantizers(model))
+    for name, q in quantizers:
+        if q.enabled:
+            s = q.spec
+            state = q.state if q.state != "off" or not q.has_qparams else "off (qparams fixed)"
+            lines.append(f"{name:56s} {s.bits:4d} {s.scheme:12s} {str(s.symmetric):>5s} {s.granularity.kind:12s} "
+                         f"{s.observer:10s} {state}")
+    off = sum(not q.enabled for _, q in quantizers)
+    lines.append(f"({off} quantizers left in float not listed)")
+    return lines

@@ -36,7 +36,7 @@ from .fold import feed_inputs
 
 def _eligible(layer: QuantLinear) -> bool:
     q = layer.weight_quantizer
-    if not q.enabled or q.spec.scheme != "uniform":
+    if not q.enabled or not q.scheme.affine:
         return False
     g = q.spec.granularity
     return isinstance(g, PerTensor) or (isinstance(g, PerChannel) and g.axis in (None, 0))
@@ -45,10 +45,9 @@ def _eligible(layer: QuantLinear) -> bool:
 def _fix_grid(layer: QuantLinear) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """The weight quantizer's (scale (out, 1) or (), zero point, qmin, qmax), fixed now if no search set them."""
     q = layer.weight_quantizer
-    if not q.frozen:
+    if not q.has_qparams:
         q.observe_tensor(layer.weight.detach())
-        scale, zp, qmin, qmax = q.observer.solve()
-        q.set_qparams(scale, zp, qmin, qmax)
+        q.solve()
     qmin, qmax = (int(v) for v in q.qrange)
     per_row = isinstance(q.spec.granularity, PerChannel)
     shape = (-1, 1) if per_row else ()

@@ -36,14 +36,14 @@ from ..primitives import fake_quantize, qparams_from_minmax, qrange
 
 def _searchable_input(layer: QuantLinear) -> bool:
     q = layer.input_quantizer
-    return (q.enabled and not q.frozen and q.spec.scheme == "uniform" and isinstance(q.spec.granularity, PerTensor)
-            and q.observer is not None and q.observer.has_data)
+    return (q.enabled and not q.has_qparams and q.scheme.affine and isinstance(q.spec.granularity, PerTensor)
+            and q.has_observations)
 
 
 def _searchable_weight(layer: QuantLinear) -> bool:
     q = layer.weight_quantizer
     g = q.spec.granularity if q.enabled else None
-    return (q.enabled and not q.frozen and q.spec.scheme == "uniform"
+    return (q.enabled and not q.has_qparams and q.scheme.affine
             and (isinstance(g, PerTensor) or (isinstance(g, PerChannel) and g.axis in (None, 0))))
 
 
@@ -100,12 +100,11 @@ def _search_layer(layer: QuantLinear, x: torch.Tensor, g: torch.Tensor, rounds: 
     per_row = isinstance(wq.spec.granularity, PerChannel)
     search_input = inputs and _searchable_input(layer)
     if search_input:
-        obs = iq.observer
-        a_signed = obs.signed()
+        a_min, a_max, a_signed = iq.observed_minmax()
         a_qmin, a_qmax = qrange(iq.spec.bits, a_signed)
 
         def quant_x(ratio):
-            s, z = qparams_from_minmax(obs.min_val.reshape(()) * ratio, obs.max_val.reshape(()) * ratio,
+            s, z = qparams_from_minmax(a_min.reshape(()) * ratio, a_max.reshape(()) * ratio,
                                        iq.spec.bits, iq.spec.symmetric, a_signed)
             return fake_quantize(x, s, z, a_qmin, a_qmax), s, z
     a_ratio = 1.0

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import VitqError
 from ..observers import MSEObserver
+from ..schemes import get_scheme
 from ..primitives import fake_quantize, fake_quantize_log, qparams_from_minmax, qrange
 
 
@@ -29,8 +30,9 @@ class PercentileSearchObserver(MSEObserver):
             raise VitqError("observer has seen no data")
         spec, x = self.spec, self._samples  # x: (R, M)
         shape = self.min_val.shape
-        log = spec.scheme in ("log2", "log_sqrt2")
-        if spec.scheme not in ("uniform", "log2", "log_sqrt2"):
+        scheme = get_scheme(spec.scheme)
+        log = scheme.scale_is_max  # candidates are the top level, not a clipping range
+        if not (scheme.affine or log):
             raise VitqError(f"pct_search does not search {spec.scheme} scales")
         signed = False if log else self.signed()
         qmin, qmax = (0, 2 ** spec.bits - 1) if log else qrange(spec.bits, signed)

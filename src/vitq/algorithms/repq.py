@@ -34,7 +34,7 @@ def apply(model: nn.Module, batches: Sequence[torch.Tensor], round_zero_point: b
     targets = []
     for name, norm, linears in norm_linear_pairs(model):
         iq = linears[0].input_quantizer
-        if not iq.enabled or iq.frozen or iq.spec.scheme != "uniform":
+        if not iq.enabled or iq.has_qparams or not iq.scheme.affine:
             continue
         if not isinstance(iq.spec.granularity, PerTensor):
             raise VitqError(f"repq: {name} feeds a {iq.spec.granularity.kind} input quantizer; the "

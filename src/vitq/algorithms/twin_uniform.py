@@ -18,19 +18,7 @@ import torch
 from ..errors import VitqError
 from ..granularity import PerTensor
 from ..observers import MSEObserver
-
-
-def fake_quantize_twin(x: torch.Tensor, scale: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
-    """Twin-uniform fake quantization; ``scale`` holds ``[s1, s2]``."""
-    top = 2 ** (bits - 1) - 1
-    s1, s2 = scale[0], scale[1]
-    if signed:
-        fine = -torch.round(-x * (1.0 / s1)).clamp(0, top) * s1
-        coarse = torch.round(x * (1.0 / s2)).clamp(0, top) * s2
-        return torch.where(x < 0, fine, coarse)
-    q1 = torch.round(x * (1.0 / s1)).clamp_min(0)
-    coarse = torch.round(x * (1.0 / s2)).clamp(0, top) * s2
-    return torch.where(q1 <= top, q1 * s1, coarse)
+from ..primitives import fake_quantize_twin
 
 
 class TwinUniformObserver(MSEObserver):
@@ -41,7 +29,7 @@ class TwinUniformObserver(MSEObserver):
         super().__init__(spec, channel_axis, p=2.0, grid=grid, min_ratio=min_ratio, max_samples=max_samples,
                          seed=seed)
         self.max_shift = int(max_shift)
-        if spec.scheme != "twin_uniform" or not isinstance(spec.granularity, PerTensor):
+        if spec.scheme != "twin_uniform" or not isinstance(spec.granularity, PerTensor):  # its own scheme
             raise VitqError("the twin observer solves per-tensor twin_uniform specs")
 
     def solve(self):

@@ -16,10 +16,11 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
-from ..calibrate import quantize
-from ..config import resolve_config
+from ..pipeline import quantize
+from ..recipes import resolve_config
 from ..errors import VitqError
 from ..models import model_name
+from ..nn import QuantAttention
 from ..progress import progress
 from . import plots
 from .collect import calibrate_variants, probe, weight_stats
@@ -68,21 +69,37 @@ def _advice(a: dict) -> list[str]:
     return lines
 
 
+def _to_cpu(value):
+    """``value`` with every tensor in it (nested in dicts, lists, tuples) moved to the CPU, for plots and JSON."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
 def analyze(model: nn.Module, config, calib: Iterable, val: Iterable, out=None, force: bool = False,
-            probe_images: int = 128, show_progress: bool = True, info: Optional[dict] = None) -> dict:
-    """Quantize ``model`` with ``config`` on ``calib`` and analyze it on ``val`` (see module docstring).
+            probe_images: int = 128, show_progress: bool = True, info: Optional[dict] = None,
+            device=None) -> dict:
+    """Quantize ``model`` with ``config`` on ``calib`` and analyze it on ``val`` (see module docstring), on
+    ``device`` (default: where the model is).
 
     Returns the analysis dict (what ``analysis.json`` holds); with ``out``, writes ``report.html`` and
     ``analysis.json`` there (an existing folder only with ``force``).
     """
     if not hasattr(model, "blocks"):
         raise VitqError("analyze expects a ViT with a 'blocks' sequence (timm VisionTransformer layout)")
+    if probe_images < 1:
+        raise VitqError(f"probe_images must be at least 1, got {probe_images}")
     t_start = time.perf_counter()
     config = resolve_config(config)
-    model.eval()
-    calib = list(calib)
-    qmodel = quantize(model, config, calib=calib, show_progress=show_progress)
-    batches = [(x, y) for x, y in progress(val, desc="load eval", disable=not show_progress)]
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device).eval()
+    calib = [(b[0] if isinstance(b, (tuple, list)) else b).to(device) for b in calib]
+    qmodel = quantize(model, config, calib=calib, device=device, show_progress=show_progress)
+    batches = [(x.to(device), y.to(device)) for x, y in progress(val, desc="load eval", disable=not show_progress)]
     if not batches:
         raise VitqError("evaluation data is empty")
     labels = labels_of(batches)
@@ -92,15 +109,15 @@ def analyze(model: nn.Module, config, calib: Iterable, val: Iterable, out=None, 
     probe_x = torch.cat([x for x, _ in probe_batches])
 
     variants = calibrate_variants(mixer, qmodel, calib)
-    p = probe(mixer, qmodel, progress(probe_batches, desc="probe", disable=not show_progress), variants)
+    p = _to_cpu(probe(mixer, qmodel, progress(probe_batches, desc="probe", disable=not show_progress), variants))
     ablation = block_ablation(mixer, batches, show_progress)
     sens = sensitivity(mixer, probe_x, show_progress)
     findings = {"double_quantization": double_quantization(model, qmodel)}
-    try:
+    if all(isinstance(getattr(b, "attn", None), QuantAttention) for b in qmodel.blocks):
         findings["split_vs_fused"] = split_vs_fused(model, qmodel, calib, batches, probe_x, show_progress)
-    except (AttributeError, KeyError) as e:  # a model without timm attention blocks
+    else:
         findings["split_vs_fused"] = {}
-        findings["split_vs_fused_skipped"] = str(e)
+        findings["split_vs_fused_skipped"] = "not every block has a quantized fused-qkv attention"
 
     a = {
         "summary": {"model": model_name(model), "recipe": config.name, "qkv": config.qkv,

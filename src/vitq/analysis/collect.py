@@ -24,7 +24,6 @@ from torch import nn
 
 from ..convert import named_quantizers
 from ..granularity import PerChannel, PerTensor, PerToken
-from ..observers import make_observer
 from ..quantizer import Quantizer
 from .metrics import ErrorStats
 from .mixer import Mixer
@@ -70,8 +69,8 @@ def _granularity_variants(q: Quantizer) -> dict[str, Quantizer]:
     """Per-tensor / per-channel (static, same observer) and per-token (dynamic) copies of a quantizer's spec."""
     out = {}
     for label, g in (("per_tensor", PerTensor()), ("per_channel", PerChannel()), ("per_token", PerToken())):
-        if g.dynamic and q.spec.scheme != "uniform":
-            continue  # log quantizers are static only
+        if g.dynamic and not q.scheme.dynamic:
+            continue  # log, twin and fp8 quantizers are static only
         out[label] = Quantizer(replace(q.spec, granularity=g), channel_axis=q.channel_axis)
     return out
 
@@ -81,15 +80,14 @@ def calibrate_variants(mixer: Mixer, qmodel: nn.Module, calib: Iterable) -> dict
     """For every enabled static activation quantizer: per-tensor, per-channel and per-token variants, the static
     ones calibrated on the float model's tensors at that point over the calibration batches."""
     variants = {name: _granularity_variants(q) for name, q in named_quantizers(qmodel)
-                if q.enabled and not q.is_weight and q.frozen}
+                if q.enabled and not q.is_weight and q.has_qparams}
     mods = dict(mixer.model.named_modules())
     cap = _Capture()
     for name in variants:
         cap.on_input(mods[name], name)
     for v in variants.values():
         for q in v.values():
-            if not q.spec.granularity.dynamic:
-                q.observer = make_observer(q.spec, q.channel_axis)
+            q.observe()
     try:
         for batch in calib:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -100,13 +98,13 @@ def calibrate_variants(mixer: Mixer, qmodel: nn.Module, calib: Iterable) -> dict
                 if t is None:
                     continue
                 for q in v.values():
-                    if q.observer is not None:
-                        q.observer.update(t)
+                    q(t)
     finally:
         cap.remove()
     for v in variants.values():
         for q in v.values():
-            q.freeze()
+            q.solve()
+            q.enable()
     return variants
 
 
@@ -117,7 +115,7 @@ def probe(mixer: Mixer, qmodel: nn.Module, batches: Iterable, variants: dict[str
     fmods = dict(mixer.model.named_modules())
     qmods = dict(qmodel.named_modules())
     qquant = dict(named_quantizers(qmodel))
-    quant_names = [n for n, q in qquant.items() if q.enabled and not q.is_weight and q.frozen]
+    quant_names = [n for n, q in qquant.items() if q.enabled and not q.is_weight and q.has_qparams]
     all_quant_names = [n for n, _ in named_quantizers(mixer.model) if not _.is_weight]
     layer_names = mixer.layer_names()
     blocks = _block_names(mixer.model)

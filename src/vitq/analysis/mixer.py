@@ -27,9 +27,9 @@ class Mixer:
         frozen = dict(named_quantizers(qmodel))
         for name, q in named_quantizers(self.model):
             src = frozen.get(name)
-            if src is not None and src.frozen:
+            if src is not None and src.has_qparams:
                 q.load_state_dict(src.state_dict())
-                q.state = "off"
+                q.disable()
         self.modules = dict(quant_modules(self.model))
         for m in self.modules.values():
             if isinstance(m, QuantAttention):
@@ -53,8 +53,8 @@ class Mixer:
         """Switch one layer (its weight and its own quantizers) to quantized or float."""
         m = self.modules[name]
         for _, q in m.own_quantizers():
-            if q.enabled and q.frozen and not q.is_weight:
-                q.state = "quantize" if quantized else "off"
+            if q.has_qparams and not q.is_weight:
+                q.enable() if quantized else q.disable()
         if name in self._weights:
             fw, qw = self._weights[name]
             m.weight.data = qw if quantized else fw

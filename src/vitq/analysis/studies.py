@@ -11,13 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..calibrate import quantize
+from ..pipeline import quantize
 from ..config import QuantSpec
 from ..convert import named_quantizers
 from ..granularity import PerChannel, PerTensor
-from ..observers import make_observer
-from ..primitives import fake_quantize
 from ..progress import progress
+from ..quantizer import Quantizer
 from .metrics import ErrorStats
 from .mixer import Mixer
 
@@ -92,20 +91,14 @@ def split_vs_fused(float_model: nn.Module, qmodel: nn.Module, calib, batches, pr
     for mode, m in models.items():
         per_block = []
         for k, blk in enumerate(m.blocks):
-            attn, x = blk.attn, captured[k]
-            C = attn.attn_dim
-            parts = {"Q": x[..., :C], "K": x[..., C:2 * C], "V": x[..., 2 * C:]}
+            x = captured[k]  # (B, N, 3C) float qkv output
+            C = x.shape[-1] // 3
             with torch.no_grad():
-                if mode == "split":
-                    quant = {"Q": attn.q_quantizer(parts["Q"]), "K": attn.k_quantizer(parts["K"]),
-                             "V": attn.v_quantizer(parts["V"])}
-                else:
-                    y = attn.qkv.output_quantizer(x)
-                    quant = {"Q": y[..., :C], "K": y[..., C:2 * C], "V": y[..., 2 * C:]}
+                quant = blk.attn.quantize_qkv(x)
             row = {}
-            for key in parts:
+            for i, key in enumerate(("Q", "K", "V")):
                 s = ErrorStats()
-                s.update(parts[key], quant[key])
+                s.update(x[..., i * C:(i + 1) * C], quant[i])
                 row[key] = s.sqnr_db
             per_block.append(row)
         mean = {key: sum(r[key] for r in per_block) / len(per_block) for key in ("Q", "K", "V")}
@@ -128,7 +121,7 @@ def double_quantization(float_model: nn.Module, qmodel: nn.Module) -> dict:
     fmods = dict(float_model.named_modules())
     rows = []
     for name, q in named_quantizers(qmodel):
-        if not (q.is_weight and q.frozen):
+        if not (q.is_weight and q.has_qparams):
             continue
         layer = name.rsplit(".", 1)[0]
         w = fmods[layer].weight.detach().float()
@@ -149,11 +142,11 @@ def double_quantization(float_model: nn.Module, qmodel: nn.Module) -> dict:
 
 def _fq_once(w: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """``w`` fake-quantized once with ``spec`` (axis 0 as the channel), calibrated on ``w`` itself."""
-    obs = make_observer(spec, channel_axis=0)
-    obs.update(w)
-    scale, zp, qmin, qmax = obs.solve()
-    xv, _ = spec.granularity.view(w, 0)
-    return fake_quantize(xv, scale, zp, qmin, qmax).reshape(w.shape)
+    q = Quantizer(spec, channel_axis=0, is_weight=True)
+    q.observe_tensor(w)
+    q.solve()
+    q.enable()
+    return q(w)
 
 
 def recommend(gran: dict[str, dict]) -> dict[str, dict]:

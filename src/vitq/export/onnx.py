@@ -76,7 +76,7 @@ def _lower_activation(name: str, q: Quantizer) -> nn.Module:
     if not q.enabled:
         return Off()
     s = q.spec
-    if s.scheme != "uniform":
+    if not q.scheme.exportable:
         raise VitqError(f"{name}: {s.scheme} quantization has no standard INT8 kernel; export needs uniform "
                         "quantizers")
     if s.bits != 8:

@@ -99,16 +99,24 @@ class QuantAttention(QuantModule):
                     self.matmul_qk.b_quantizer, self.matmul_av.a_quantizer, self.matmul_av.b_quantizer)
         return all(q.state == "off" for q in internal)
 
+    def split_qkv(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, N, 3C) qkv output -> Q, K, V, each (B, N, C) and through its own quantizer (finding 1)."""
+        C = self.attn_dim
+        return (self.q_quantizer(qkv[..., :C]), self.k_quantizer(qkv[..., C:2 * C]),
+                self.v_quantizer(qkv[..., 2 * C:]))
+
+    def quantize_qkv(self, qkv_float: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K, V as this layer quantizes a float qkv output, in either mode: the fused output quantizer (on in
+        ``fused`` mode), then the split quantizers (on in ``split`` mode)."""
+        return self.split_qkv(self.qkv.output_quantizer(qkv_float))
+
     def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None,
                 is_causal: bool = False) -> torch.Tensor:
         from timm.layers.attention import maybe_add_mask, resolve_self_attn_mask
 
         B, N, _ = x.shape
         C = self.attn_dim
-        qkv = self.qkv(x)  # (B, N, 3C)
-        q = self.q_quantizer(qkv[..., :C])  # (B, N, C) each, quantized before the head split
-        k = self.k_quantizer(qkv[..., C:2 * C])
-        v = self.v_quantizer(qkv[..., 2 * C:])
+        q, k, v = self.split_qkv(self.qkv(x))  # (B, N, C) each, quantized before the head split
         q, k, v = (t.reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, N, D)
 
         if self.fused_attn and self._float_path():

@@ -12,7 +12,6 @@ from torch import nn
 
 from ..errors import VitqError
 from ..granularity import PerBlock, PerChannel, PerTensor
-from ..primitives import int_dtype
 from ..quantizer import Quantizer
 
 
@@ -30,14 +29,14 @@ class QuantModule(nn.Module):
         if self.is_frozen:
             raise VitqError(f"{type(self).__name__} is already frozen: a model is frozen exactly once")
         for name, q in self.own_quantizers():
-            if not q.is_weight:
-                if q.frozen:  # qparams already set by a calibration algorithm (Quantizer.set_qparams)
-                    q.state = "quantize"
-                    continue
-                try:
-                    q.freeze()
-                except VitqError as e:
-                    raise VitqError(f"{name}: {e}") from None
+            if q.is_weight:
+                continue
+            try:
+                if not q.has_qparams:  # else fixed by a calibration algorithm (Quantizer.set_qparams)
+                    q.solve()
+                q.enable()
+            except VitqError as e:
+                raise VitqError(f"{name}: {e}") from None
         self.is_frozen = True
 
     def prepare_frozen_layout(self) -> None:
@@ -66,16 +65,14 @@ class QuantWeightModule(QuantModule):
         if not wq.enabled:
             return
         w = self.weight.detach()
-        if wq.frozen:  # scales searched by a calibration algorithm
-            wq.state = "quantize"
-        else:
+        if not wq.has_qparams:  # else searched by a calibration algorithm
             wq.observe_tensor(w)
-            wq.freeze()
+            wq.solve()
+        wq.enable()
         codes = wq.quantize_int(w)
         qmin, qmax = (int(v) for v in wq.qrange)
         del self.weight  # the float Parameter goes; only codes + scale remain
-        dtype = codes.dtype if wq.spec.scheme == "fp8_e4m3" else int_dtype(qmin, qmax)
-        self.register_buffer("weight_int", codes.to(dtype))
+        self.register_buffer("weight_int", codes.to(wq.scheme.code_dtype(qmin, qmax)))
         self.finish_load()
 
     def weight_row_scales(self) -> torch.Tensor:

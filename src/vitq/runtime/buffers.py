@@ -1,5 +1,4 @@
-"""A module mixin whose named buffers keep their dtype through ``model.to(dtype)``, and the eligibility check
-shared by the kernel modules.
+"""A module mixin whose named buffers keep their dtype through ``model.to(dtype)``.
 
 ``model.to(torch.bfloat16)`` casts every floating-point buffer, float8 codes and float32 scales included. Kernel
 modules (Fp8Linear, Int8Linear) must keep their codes and scales exact, so only the device of those buffers follows.
@@ -21,11 +20,3 @@ class FixedDtypeBuffers(nn.Module):
         for k, t in kept.items():
             self._buffers[k] = t.to(fn(torch.zeros(1, device=t.device)).device)
         return self
-
-
-def check_eligible(reason: str | None, kernel: str) -> None:
-    """Raise a VitqError naming ``kernel`` and ``reason`` when a layer cannot run on it (``reason`` not None)."""
-    if reason is not None:
-        from ..errors import VitqError
-
-        raise VitqError(f"cannot run as {kernel}: {reason}")

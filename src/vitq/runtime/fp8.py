@@ -15,34 +15,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import VitqError
 from ..granularity import PerTensor
 from ..nn import QuantConv2d, QuantLinear
 from ..primitives import FP8_DTYPE, FP8_MAX
-from .buffers import FixedDtypeBuffers, check_eligible
-
-
-def fp8_reason(layer: QuantLinear | QuantConv2d) -> str | None:
-    """Why ``layer`` cannot run as Fp8Linear / Fp8PatchConv (None when it can)."""
-    iq, wq = layer.input_quantizer, layer.weight_quantizer
-    if isinstance(layer, QuantConv2d):
-        if layer.kernel_size != layer.stride or layer.padding not in ((0, 0), 0, "valid") or \
-                layer.dilation != (1, 1) or layer.groups != 1:
-            return "only a patch-embedding convolution (kernel == stride, no padding, groups 1) is a plain GEMM"
-    if not (iq.enabled and iq.frozen and iq.spec.scheme == "fp8_e4m3" and isinstance(iq.spec.granularity, PerTensor)):
-        return "its input is not fp8_e4m3 per-tensor quantized"
-    if not (layer.weight_is_quantized and wq.spec.scheme == "fp8_e4m3"):
-        return "its weight is not fp8_e4m3"
-    if layer.output_quantizer.enabled:
-        return "its output is quantized"
-    k, n = layer.weight_int[0].numel(), layer.weight_int.shape[0]
-    if k % 16 or n % 16:
-        return f"FP8 GEMMs need dimensions divisible by 16 (this one is {k}x{n})"
-    try:
-        layer.weight_row_scales()
-    except VitqError as e:
-        return str(e)
-    return None
+from .buffers import FixedDtypeBuffers
+from .eligibility import check_eligible, fp8_reason
 
 
 class Fp8Linear(FixedDtypeBuffers):

@@ -11,34 +11,12 @@ so the same module is the GPU path and its CPU fallback (on CUDA it needs more t
 """
 from __future__ import annotations
 
-import copy
-
 import torch
-from torch import nn
 
-from ..calibrate import is_frozen
-from ..errors import VitqError
-from ..granularity import PerTensor
 from ..nn import QuantLinear
 from ..primitives import quantize
-from .buffers import FixedDtypeBuffers, check_eligible
-
-
-def int8_reason(layer: QuantLinear) -> str | None:
-    """Why ``layer`` cannot run as Int8Linear (None when it can)."""
-    iq, wq, oq = layer.input_quantizer, layer.weight_quantizer, layer.output_quantizer
-    if not (iq.enabled and iq.frozen) or iq.spec.bits != 8 or not isinstance(iq.spec.granularity, PerTensor) \
-            or iq.spec.scheme != "uniform":
-        return "its input is not 8-bit per-tensor quantized"
-    if not layer.weight_is_quantized or wq.spec.bits > 8:
-        return "its weight is not int8 or narrower"
-    try:
-        layer.weight_row_scales()
-    except VitqError as e:
-        return str(e)
-    if oq.enabled:
-        return "its output is quantized"
-    return None
+from .buffers import FixedDtypeBuffers
+from .eligibility import check_eligible, int8_reason
 
 
 class Int8Linear(FixedDtypeBuffers):
@@ -87,25 +65,3 @@ class Int8Linear(FixedDtypeBuffers):
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype).reshape(*lead, self.out_features)
-
-
-def to_int8(model: nn.Module) -> tuple[nn.Module, dict]:
-    """A copy of the frozen ``model`` whose eligible QuantLinear layers run as Int8Linear (the rest unchanged),
-    and ``{"int8": [names], "kept": {name: reason}}``."""
-    from .lower import swap_linears
-
-    if not is_frozen(model):
-        raise VitqError("only a frozen model can run on integer kernels: run calibrate() and freeze() first")
-    model = copy.deepcopy(model)
-    names = {id(m): n for n, m in model.named_modules()}
-    kept = {}
-
-    def build(layer):
-        reason = int8_reason(layer)
-        if reason is not None:
-            kept[names[id(layer)]] = reason
-            return None
-        return Int8Linear.from_quant_linear(layer)
-
-    done = swap_linears(model, build)
-    return model, {"int8": done, "kept": kept}

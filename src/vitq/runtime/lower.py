@@ -20,8 +20,9 @@ from ..calibrate import is_frozen
 from ..convert import quant_modules
 from ..errors import VitqError
 from ..nn import QuantConv2d, QuantLinear
-from .fp8 import Fp8Linear, Fp8PatchConv, fp8_reason
-from .int8 import Int8Linear, int8_reason
+from .eligibility import fp8_reason, int8_reason
+from .fp8 import Fp8Linear, Fp8PatchConv
+from .int8 import Int8Linear
 
 
 def kernel_support(device=None) -> dict:
@@ -39,26 +40,26 @@ def recommended_preset(device=None) -> str:
     return "fp8" if support["fast"] and support["fp8"] else "w8a8"
 
 
-def swap_linears(model: nn.Module, build: Callable[[QuantLinear], Optional[nn.Module]],
-                 types: tuple = (QuantLinear,)) -> list[str]:
-    """Replace, in place, every layer of ``types`` for which ``build`` returns a module; the names replaced."""
+def _swap_layers(model: nn.Module, build: Callable[[nn.Module], Optional[nn.Module]]) -> None:
+    """Replace, in place, every QuantLinear / QuantConv2d for which ``build`` returns a module."""
     modules = dict(model.named_modules())
-    done = []
     for name, m in list(quant_modules(model)):
-        if isinstance(m, types):
+        if isinstance(m, (QuantLinear, QuantConv2d)):
             new = build(m)
             if new is not None:
                 parent, _, attr = name.rpartition(".")
                 setattr(modules[parent] if parent else model, attr, new)
-                done.append(name)
-    return done
 
 
-def lower(model: nn.Module, device=None) -> tuple[nn.Module, dict]:
-    """A copy of the frozen ``model`` with FP8/INT8 kernels where the recipe and ``device`` allow.
+def lower(model: nn.Module, device=None, kernels: tuple[str, ...] = ("fp8", "int8")) -> tuple[nn.Module, dict]:
+    """A copy of the frozen ``model`` with FP8/INT8 kernels where the recipe, ``device`` and ``kernels`` allow.
 
-    Returns the model and ``{"fp8": [names], "int8": [names], "kept": {name: reason}}``.
+    Returns the model and ``{"fp8": [names], "int8": [names], "kept": {name: reason}}``; ``kernels=("int8",)``
+    lowers onto integer GEMMs only.
     """
+    unknown = set(kernels) - {"fp8", "int8"}
+    if unknown:
+        raise VitqError(f"unknown kernels {sorted(unknown)} (known: fp8, int8)")
     if not is_frozen(model):
         raise VitqError("only a frozen model can run on low-precision kernels: calibrate and freeze it first")
     support = kernel_support(device)
@@ -67,7 +68,8 @@ def lower(model: nn.Module, device=None) -> tuple[nn.Module, dict]:
     report = {"fp8": [], "int8": [], "kept": {}}
 
     def build(layer):
-        if layer.weight_quantizer.enabled and layer.weight_quantizer.spec.scheme == "fp8_e4m3":
+        name = names[id(layer)]
+        if layer.weight_quantizer.enabled and layer.weight_quantizer.scheme.kernel == "fp8":
             reason = fp8_reason(layer) or (None if support["fp8"] else "this GPU has no FP8 tensor cores (sm < 8.9)")
             kind = "fp8"
             make = Fp8PatchConv.from_quant_conv if isinstance(layer, QuantConv2d) else Fp8Linear.from_quant_linear
@@ -76,11 +78,13 @@ def lower(model: nn.Module, device=None) -> tuple[nn.Module, dict]:
         else:
             reason = int8_reason(layer) or (None if support["int8"] else "this GPU has no int8 _int_mm (sm < 7.5)")
             kind, make = "int8", Int8Linear.from_quant_linear
-        if reason is not None:
-            report["kept"][names[id(layer)]] = reason
+        if kind not in kernels:
             return None
-        report[kind].append(names[id(layer)])
+        if reason is not None:
+            report["kept"][name] = reason
+            return None
+        report[kind].append(name)
         return make(layer)
 
-    swap_linears(model, build, (QuantLinear, QuantConv2d))
+    _swap_layers(model, build)
     return model, report
