@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Optional
 import torch
 from torch import nn
 
-from .algorithms import check_transforms, run_transforms
+from .algorithms import run_transforms
 from .convert import named_quantizers, quant_modules
 from .errors import VitqError
 from .progress import progress
@@ -89,7 +89,6 @@ def calibrate(model: nn.Module, calib: Iterable, device: Optional[torch.device] 
     config = getattr(model, "vitq_config", None)
     if config is None:
         raise VitqError("model has no vitq recipe: convert it first (vitq.convert)")
-    check_transforms(config)
     batches = []
     for batch in progress(calib, desc="load calibration", disable=not show_progress):
         x = _images(batch)

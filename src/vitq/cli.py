@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from .errors import VitqError
 
@@ -25,6 +28,56 @@ EPILOG = """examples:
 """
 
 
+# ----- argument types: argparse reports a bad value as "usage ... error: argument --X: MESSAGE", exit 2 ----------
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, not {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts that must be at least 1 (batch size, calibration images, --limit)."""
+    n = _int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return n
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of counts where 0 is meaningful (--workers 0: load data in the main process)."""
+    n = _int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, not {text!r}")
+    return n
+
+
+MIN_OPSET = 13  # per-channel QuantizeLinear/DequantizeLinear (their 'axis') need opset 13
+
+
+def max_opset() -> int:
+    """The newest opset that both the installed onnx and torch's TorchScript ONNX exporter (used by the export)
+    support."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    try:
+        from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET
+    except ImportError:  # a private constant: without it, trust onnx alone
+        return newest
+    return min(newest, ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+
+
+def opset_arg(text: str) -> int:
+    """argparse type of --opset: an opset the export can write (checked against the installed onnx/torch)."""
+    n = _int(text)
+    if not MIN_OPSET <= n <= max_opset():
+        raise argparse.ArgumentTypeError(f"must be from {MIN_OPSET} to {max_opset()} (the QDQ export needs "
+                                         f"{MIN_OPSET}+, the installed onnx/torch write up to {max_opset()}), "
+                                         f"not {text!r}")
+    return n
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model (none given: the embedded Fashion-MNIST ViT)")
     g.add_argument("--model", help="timm model name (e.g. deit_small_patch16_224); with --checkpoint, its architecture")
@@ -32,7 +85,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="model JSON config ({'cfg': {img_size, patch_size, ...}}); default: the "
                                     ".json beside --checkpoint")
     g.add_argument("--pretrained", action="store_true", help="download timm's pretrained weights (needs a network)")
-    g.add_argument("--num-classes", type=int, help="classifier size for a timm model (default: the model's)")
+    g.add_argument("--num-classes", type=positive_int, help="classifier size for a timm model (default: the model's)")
 
 
 def _data_args(p: argparse.ArgumentParser, calib: bool) -> None:
@@ -40,9 +93,9 @@ def _data_args(p: argparse.ArgumentParser, calib: bool) -> None:
     g.add_argument("--data", help="ImageFolder root (ROOT/<split>/<class>/*) or Fashion-MNIST idx folder "
                                   "(default for the embedded model: /usr/share/datasets/fashion-mnist)")
     g.add_argument("--split", help="evaluation split (default: test if present, else val)")
-    g.add_argument("--limit", type=int, help="evaluate on this many images only (class-balanced)")
-    g.add_argument("--batch-size", type=int, default=64, help="batch size (default 64)")
-    g.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    g.add_argument("--limit", type=positive_int, help="evaluate on this many images only (class-balanced)")
+    g.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
+    g.add_argument("--workers", type=non_negative_int, default=0, help="data loader worker processes (default 0)")
     g.add_argument("--seed", type=int, default=0, help="seed for the calibration draw (default 0)")
     g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -50,7 +103,8 @@ def _data_args(p: argparse.ArgumentParser, calib: bool) -> None:
         g.add_argument("--calib-split", default="train", help="calibration split (default train; when absent, "
                                                               "images held out of the evaluation split)")
         g.add_argument("--calib-data", help="another root to calibrate from (default: --data)")
-        g.add_argument("--calib-size", type=int, default=256, help="number of calibration images (default 256)")
+        g.add_argument("--calib-size", type=positive_int, default=256,
+                       help="number of calibration images (default 256)")
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -100,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sensitivity ranking of layers.")
     _job_args(a, "runs/<model>-<recipe>-analysis")
     a.set_defaults(limit=1000)
-    a.add_argument("--probe-images", type=int, default=128,
+    a.add_argument("--probe-images", type=positive_int, default=128,
                    help="images used for tensor statistics and the sensitivity ranking (default 128)")
 
     x = sub.add_parser("export", help="export a saved quantized model to ONNX with QDQ nodes (onnxruntime INT8)",
@@ -110,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("quantized", help="folder written by 'vitq quantize --out'")
     x.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default onnx)")
     x.add_argument("--out", required=True, help="output file, e.g. model.onnx")
-    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    x.add_argument("--opset", type=opset_arg, default=17, help=f"ONNX opset, {MIN_OPSET} or newer (default 17)")
     x.add_argument("--force", action="store_true", help="replace an existing output file")
 
     b = sub.add_parser("bench", help="speed: CPU FP32/INT8 engines, or GPU bf16 vs FP8/INT8 kernels (--device cuda)",
@@ -122,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "images: speed only.")
     _model_args(b)
     _recipe_args(b)
-    b.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
-    b.add_argument("--reps", type=int, help="timed runs per engine (default 10 at batch <= 4, else 3)")
+    b.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[1, 32], help="batch sizes (default 1 32)")
+    b.add_argument("--reps", type=positive_int, help="timed runs per engine (default 10 at batch <= 4, else 3)")
     b.add_argument("--json", action="store_true", help="print the rows as JSON")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument("--device", default="cpu", help="cpu (CPU engines, default) or cuda (GPU low-precision kernels)")
@@ -139,16 +193,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----- helpers ---------------------------------------------------------------------------------------------------
+@contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """Silence the warnings logged while fetching weights (huggingface_hub/urllib3 retry messages: about 20 lines
+    without a network), so a failed download ends in vitq's one-line error only; the network is still tried.
+
+    ``logging.disable`` rather than logger levels: huggingface_hub resets its logger's level when it is first
+    imported, which happens inside the load."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
 def _load_float(args):
     from .models import load_model
 
-    return load_model(args.model, args.checkpoint, args.config, args.pretrained, args.num_classes)
+    with _quiet_downloads() if args.pretrained else nullcontext():
+        return load_model(args.model, args.checkpoint, args.config, args.pretrained, args.num_classes)
 
 
 def _recipe(args):
     from dataclasses import replace
 
-    from .config import QuantConfig, preset
+    from .config import QuantConfig
+    from .recipes import preset
 
     if args.recipe:
         cfg = QuantConfig.from_file(args.recipe)
@@ -178,11 +251,22 @@ def _check_bits(args) -> None:
 
 
 def _device(name: str):
+    """The torch device of --device: cpu, cuda or cuda:N, refused in one line if torch does not know it, it is
+    another kind (tpu, mps, meta) or it is not present here."""
     import torch
 
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VitqError("--device cuda: no CUDA device is available here")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise VitqError(f"--device {name}: not a device (use cpu, cuda or cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise VitqError(f"--device {name}: vitq runs on cpu or cuda only")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VitqError(f"--device {name}: no CUDA device is available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VitqError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+    return device
 
 
 def _progress_off(args) -> bool:
@@ -192,21 +276,23 @@ def _progress_off(args) -> bool:
 # ----- commands --------------------------------------------------------------------------------------------------
 def _prepare_job(args, out_suffix: str = ""):
     """Everything a quantize/analyze run needs, checked before any heavy work: recipe, device, float model,
-    output folder (refused if it exists without --force) and loaders."""
+    output folder (refused if it exists without --force, if --force would replace something that is not an
+    earlier run, or if it cannot be written) and loaders."""
     import torch
 
     from .models import model_name
+    from .output import check_output
     from .pipeline import loaders
 
     _check_bits(args)
     config = _recipe(args)
     device = _device(args.device)
+    if args.out:  # before loading the model (maybe a download): a refused --out comes first
+        check_output(args.out, args.force)
     torch.manual_seed(args.seed)
     model = _load_float(args)
     default = f"{model_name(model)}-{config.name}{out_suffix}".replace(":", "-")
-    out = Path(args.out) if args.out else Path("runs") / default
-    if out.exists() and not args.force:
-        raise VitqError(f"{out} already exists (use --force to replace it)")
+    out = Path(args.out) if args.out else check_output(Path("runs") / default, args.force)
     calib, val, info = loaders(model, args.data, args.split, args.calib_split, args.calib_data, args.calib_size,
                                args.limit, args.batch_size, args.workers, args.seed)
     return config, device, model, out, calib, val, info
@@ -228,9 +314,9 @@ def cmd_quantize(args) -> int:
 def cmd_analyze(args) -> int:
     from .analysis import analyze
 
-    config, _, model, out, calib, val, info = _prepare_job(args, "-analysis")
+    config, device, model, out, calib, val, info = _prepare_job(args, "-analysis")
     a = analyze(model, config, calib, val, out=out, force=args.force, probe_images=args.probe_images,
-                show_progress=not _progress_off(args),
+                show_progress=not _progress_off(args), device=device,
                 info={"data": info.data, "split": info.split, "calib_split": info.calib_split, "seed": args.seed})
     for line in a["advice"]:
         print(line)
@@ -239,19 +325,13 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_export(args) -> int:
-    import tempfile
-
     from .export import export_onnx
+    from .output import atomic_file
     from .serialize import load
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise VitqError(f"{out} already exists (use --force to replace it)")
-    model = load(args.quantized)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:  # written whole, or not at all
-        summary = export_onnx(model, Path(tmp) / out.name, opset=args.opset)
-        (Path(tmp) / out.name).replace(out)
+    with atomic_file(out, args.force) as tmp:  # checks --out before loading; written whole, or not at all
+        summary = export_onnx(load(args.quantized), tmp, opset=args.opset)
     ops = summary["ops"]
     print(f"wrote {out} ({summary['bytes'] / 1e6:.1f} MB, opset {args.opset}): {ops.get('QuantizeLinear', 0)} "
           f"QuantizeLinear, {ops.get('DequantizeLinear', 0)} DequantizeLinear, {summary['weights_as_int8']} int8 "
@@ -298,10 +378,8 @@ def torch_device_name(device) -> str:
 
 
 def cmd_eval(args) -> int:
-    from .data import default_eval_split, first_subset, make_loader, open_dataset
     from .evaluate import evaluate
-    from .models import data_config_of
-    from .pipeline import default_data_for
+    from .pipeline import eval_loader
     from .serialize import load
 
     device = _device(args.device)
@@ -309,10 +387,7 @@ def cmd_eval(args) -> int:
     qmodel = load(args.quantized) if args.quantized else None
     fmodel = _load_float(args) if (has_float or qmodel is None) else None
     model = qmodel if qmodel is not None else fmodel
-    root = Path(args.data) if args.data else default_data_for(model)
-    split = args.split or default_eval_split(root)
-    ds = first_subset(open_dataset(root, split, data_config_of(model)), args.limit)
-    loader = make_loader(ds, args.batch_size, args.workers)
+    loader, root, split = eval_loader(model, args.data, args.split, args.limit, args.batch_size, args.workers)
     model.to(device)
     if qmodel is not None and fmodel is not None:
         fmodel.to(device)
@@ -332,8 +407,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .convert import convert, named_quantizers, quant_modules
+    from .convert import convert
     from .models import model_name
+    from .report import describe
     from .serialize import load
 
     if args.quantized:
@@ -344,23 +420,7 @@ def cmd_info(args) -> int:
         fmodel = _load_float(args)
         model = convert(fmodel, _recipe(args))
         title = f"{model_name(fmodel)} converted with {model.vitq_config.name} (not calibrated)"
-    params = sum(p.numel() for p in model.parameters()) + sum(
-        b.numel() for n, b in model.named_buffers() if n.endswith("weight_int"))
-    layers = list(quant_modules(model))
-    print(title)
-    print(f"parameters: {params:,}   quant layers: {len(layers)}   qkv: {model.vitq_config.qkv}")
-    kinds: dict[str, int] = {}
-    for _, m in layers:
-        kinds[type(m).__name__] = kinds.get(type(m).__name__, 0) + 1
-    print("layers: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items())))
-    print(f"{'quantizer':56s} {'bits':>4s} {'sym':>5s} {'granularity':12s} {'observer':10s} state")
-    for name, q in named_quantizers(model):
-        if q.enabled:
-            s = q.spec
-            print(f"{name:56s} {s.bits:4d} {str(s.symmetric):>5s} {s.granularity.kind:12s} {s.observer:10s} "
-                  f"{'frozen' if q.frozen else q.state}")
-    off = sum(not q.enabled for _, q in named_quantizers(model))
-    print(f"({off} quantizers left in float not listed)")
+    print("\n".join([title, *describe(model)]))
     return 0
 
 

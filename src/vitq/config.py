@@ -134,10 +134,9 @@ class Transform:
     args: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
-        from .algorithms import TRANSFORMS
+        from .algorithms import check_transform
 
-        if not isinstance(self.name, str) or self.name not in TRANSFORMS:
-            raise VitqError(f"unknown transform {self.name!r} (known: {', '.join(TRANSFORMS)})")
+        check_transform(self.name, dict(self.args))
 
     def to_dict(self) -> dict:
         return {"name": self.name, **dict(self.args)}

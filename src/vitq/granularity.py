@@ -18,6 +18,15 @@ import torch
 from .errors import VitqError
 
 
+def _check_int(name: str, value, allow_none: bool = False, minimum: Optional[int] = None) -> None:
+    """Refuse a granularity field that is not an integer (at least ``minimum``), e.g. ``per_group: "abc"``."""
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        need = "an integer" if minimum is None else f"an integer of at least {minimum}"
+        raise VitqError(f"granularity field {name!r} must be {need}, not {value!r}")
+
+
 def _norm_axis(axis: int, ndim: int) -> int:
     if not -ndim <= axis < ndim:
         raise VitqError(f"axis {axis} is out of range for a {ndim}-d tensor")
@@ -42,6 +51,9 @@ class PerChannel:
     axis: Optional[int] = None
     dynamic: ClassVar[bool] = False
     kind: ClassVar[str] = "per_channel"
+
+    def __post_init__(self):
+        _check_int("axis", self.axis, allow_none=True)
 
     def view(self, x, channel_axis):
         a = _norm_axis(channel_axis if self.axis is None else self.axis, x.ndim)
@@ -74,6 +86,10 @@ class PerBlock:
     axis: Optional[int] = None
     dynamic: ClassVar[bool] = False
     kind: ClassVar[str] = "per_block"
+
+    def __post_init__(self):
+        _check_int("num_blocks", self.num_blocks, allow_none=True, minimum=1)
+        _check_int("axis", self.axis, allow_none=True)
 
     def view(self, x, channel_axis):
         if self.num_blocks is None:
@@ -114,6 +130,11 @@ class PerGroup:
     dynamic: ClassVar[bool] = False
     kind: ClassVar[str] = "per_group"
 
+    def __post_init__(self):
+        _check_int("size", self.size, minimum=1)
+        _check_int("axis", self.axis)
+        _check_int("channel_axis", self.channel_axis, allow_none=True)
+
     def view(self, x, channel_axis):
         a = _norm_axis(self.axis, x.ndim)
         if x.shape[a] % self.size:
@@ -146,6 +167,8 @@ def granularity_from_dict(d: Union[dict, str]) -> Granularity:
     ``per_channel:0``, ``per_token``, ``per_head``, ``per_head:3``, ``per_block:3``, ``per_group:64``."""
     if isinstance(d, Granularity.__args__):
         return d
+    if not isinstance(d, (str, dict)):
+        raise VitqError(f"a granularity is a name such as per_channel or a mapping with 'kind', not {d!r}")
     if isinstance(d, str):
         kind, _, arg = d.partition(":")
         d = {"kind": kind}
@@ -154,7 +177,10 @@ def granularity_from_dict(d: Union[dict, str]) -> Granularity:
                    "per_group": "size"}.get(kind)
             if key is None:
                 raise VitqError(f"granularity {kind!r} takes no argument")
-            d[key] = int(arg)
+            try:
+                d[key] = int(arg)
+            except ValueError:
+                raise VitqError(f"granularity {kind}:{arg} needs an integer after the colon") from None
     d = dict(d)
     kind = d.pop("kind", None)
     if kind not in _KINDS:

@@ -8,12 +8,10 @@ one call, the one path every caller takes), data loaders for a model, and quanti
 """
 from __future__ import annotations
 
-import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Optional
 
 import torch
 from torch import nn
@@ -26,6 +24,7 @@ from .data import check_classes, default_eval_split, first_subset, make_loader, 
 from .errors import VitqError
 from .evaluate import evaluate
 from .models import DEFAULT_DATA, data_config_of, model_name
+from .output import staged_output
 from .report import coverage, write_report
 from .serialize import save
 
@@ -102,26 +101,6 @@ def eval_loader(model: nn.Module, data=None, split: Optional[str] = None, limit:
     ds = open_dataset(root, split, data_config_of(model))
     check_classes(ds, getattr(model, "num_classes", None))
     return make_loader(first_subset(ds, limit), batch_size, workers), root, split
-
-
-@contextmanager
-def staged_output(out, force: bool = False) -> Iterator[Path]:
-    """Write into a hidden sibling folder and move it to ``out`` only on success: a failed run leaves nothing,
-    and an existing ``out`` is replaced only with ``force``."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise VitqError(f"{out} already exists (use --force to replace it)")
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    tmp.rename(out)
 
 
 def quantize(model: nn.Module, config="w8a8", calib: Optional[Iterable] = None, device=None,

@@ -36,13 +36,14 @@ def _apply_fn(name: str):
     return importlib.import_module(f"{__name__}.{TRANSFORMS[name][0]}").apply
 
 
-def check_transforms(config) -> None:
-    """Refuse, before any data is read, a recipe transform whose arguments its algorithm does not take."""
-    for t in config.transforms:
-        try:
-            inspect.signature(_apply_fn(t.name)).bind(None, None, **dict(t.args))
-        except TypeError as e:
-            raise VitqError(f"transform {t.name!r}: {e}") from None
+def check_transform(name: str, args: dict) -> None:
+    """Refuse an unknown transform, or arguments its algorithm does not take, when the recipe is read."""
+    if not isinstance(name, str) or name not in TRANSFORMS:
+        raise VitqError(f"unknown transform {name!r} (known: {', '.join(TRANSFORMS)})")
+    try:
+        inspect.signature(_apply_fn(name)).bind(None, None, **args)
+    except TypeError as e:
+        raise VitqError(f"transform {name!r}: {e}") from None
 
 
 def run_transforms(model: nn.Module, stage: str, batches: Sequence[torch.Tensor]) -> None:

@@ -145,7 +145,7 @@ def analyze(model: nn.Module, config, calib: Iterable, val: Iterable, out=None, 
                 "granularity": plots.granularity_figure(a["granularity"]),
                 "distributions": plots.distribution_figures(p["samples"]),
                 "channels": plots.channel_figures(p["channel_minmax"])}
-        from ..pipeline import staged_output
+        from ..output import staged_output
 
         with staged_output(out, force) as tmp:
             (tmp / "analysis.json").write_text(json.dumps(a, indent=1, default=str) + "\n")
