@@ -11,6 +11,7 @@ Writes the ``core`` section of docs/results.md:
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from dataclasses import replace
 
@@ -18,55 +19,18 @@ import torch
 
 from common import load_cifar, logits_of, quantize, table, top1, write_section
 from vitq import PerChannel, QuantRule, preset
-from vitq.primitives import sqnr_db
+from vitq.analysis.collect import probe
+from vitq.analysis.mixer import Mixer
+from vitq.analysis.studies import split_vs_fused
 
 
-def capture_float(model, images, names: list[str]) -> dict[str, list[torch.Tensor]]:
-    """Inputs ('<name>:in') and outputs ('<name>:out') of the named float modules on ``images``."""
-    store: dict[str, list[torch.Tensor]] = {}
-    mods = dict(model.named_modules())
-    hooks = []
-    for n in names:
-        def hook(m, i, o, n=n):
-            store.setdefault(f"{n}:in", []).append(i[0].detach())
-            store.setdefault(f"{n}:out", []).append(o.detach())
-        hooks.append(mods[n].register_forward_hook(hook))
-    with torch.no_grad():
-        model(images)
-    for h in hooks:
-        h.remove()
-    return {k: torch.cat(v) for k, v in store.items()}
-
-
-def qkv_sqnr(qmodel, captured, depth: int, C: int) -> dict[str, float]:
-    """Mean over blocks of the SQNR of Q, K and V quantized from the float qkv output (local error)."""
-    acc = {"Q": [], "K": [], "V": []}
-    with torch.no_grad():
-        for b in range(depth):
-            attn = qmodel.blocks[b].attn
-            x = captured[f"blocks.{b}.attn.qkv:out"]
-            parts = {"Q": x[..., :C], "K": x[..., C:2 * C], "V": x[..., 2 * C:]}
-            if attn.qkv_mode == "split":
-                qs = {"Q": attn.q_quantizer, "K": attn.k_quantizer, "V": attn.v_quantizer}
-                quant = {k: qs[k](v) for k, v in parts.items()}
-            else:
-                y = attn.qkv.output_quantizer(x)
-                quant = {"Q": y[..., :C], "K": y[..., C:2 * C], "V": y[..., 2 * C:]}
-            for k in acc:
-                acc[k].append(sqnr_db(parts[k], quant[k]))
-    return {k: sum(v) / len(v) for k, v in acc.items()}
-
-
-def input_sqnr(qmodel, captured, depth: int, layer: str) -> float:
-    """Mean over blocks of the SQNR of a layer's input quantizer on the float input (local error)."""
-    vals = []
-    with torch.no_grad():
-        for b in range(depth):
-            name = f"blocks.{b}.{layer}"
-            q = dict(qmodel.named_modules())[f"{name}.input_quantizer"]
-            x = captured[f"{name}:in"]
-            vals.append(sqnr_db(x, q(x)))
-    return sum(vals) / len(vals)
+def input_sqnr(float_model, qmodel, probe_batches, layers: tuple[str, ...]) -> dict[str, float]:
+    """Per layer suffix (``attn.qkv``, ``mlp.fc1``): the local SQNR (dB) of its input quantizer on the float input,
+    mean over blocks, as ``vitq.analysis`` measures it (``probe``, quantizer ``local`` error)."""
+    p = probe(Mixer(float_model, qmodel), qmodel, probe_batches, variants={})["quantizers"]
+    return {layer: statistics.mean(float(p[f"blocks.{b}.{layer}.input_quantizer"]["local"]["sqnr_db"])
+                                   for b in range(len(qmodel.blocks)))
+            for layer in layers}
 
 
 def per_channel_inputs(cfg):
@@ -85,10 +49,9 @@ def main() -> None:
     torch.manual_seed(0)
     t_start = time.time()
     model, calib, images, labels = load_cifar(args.calib_size, limit=args.limit)
-    depth, C = len(model.blocks), model.embed_dim
-    probe = images[:256]
-    names = [f"blocks.{b}.attn.qkv" for b in range(depth)] + [f"blocks.{b}.mlp.fc1" for b in range(depth)]
-    captured = capture_float(model, probe, names)
+    probe_images = images[:256]
+    probe_batches = [probe_images[i:i + 32] for i in range(0, len(probe_images), 32)]
+    test_batches = [(images[i:i + 250], labels[i:i + 250]) for i in range(0, len(images), 250)]
     fp_logits, fp_seconds = logits_of(model, images)
     fp = top1(fp_logits, labels)
     print(f"float top-1 {fp:.2f}% on {len(images)} images", flush=True)
@@ -113,14 +76,17 @@ def main() -> None:
             ratio = fp_seconds / seconds
     for name in ("w6a6", "w4a4"):
         split_qm, split_acc = results[name]
-        fused_qm, fused_acc, *_ = run(preset(name, qkv="fused"))
-        for mode, qm, acc in (("split", split_qm, split_acc), ("fused", fused_qm, fused_acc)):
-            s = qkv_sqnr(qm, captured, depth, C)
-            split_rows.append([name, mode, acc, s["Q"], s["K"], s["V"]])
+        t0 = time.perf_counter()
+        sf = split_vs_fused(model, split_qm, calib, test_batches, probe_images, show_progress=False)
+        print(f"{name} split vs fused: fused top-1 {sf['fused']['top1']:.2f}% "
+              f"({time.perf_counter() - t0:.1f}s calibrate fused + evaluate both)", flush=True)
+        for mode in ("split", "fused"):
+            s = sf[mode]["sqnr_db_mean"]
+            split_rows.append([name, mode, sf[mode]["top1"], s["Q"], s["K"], s["V"]])
         pc_qm, pc_acc, *_ = run(per_channel_inputs(preset(name)))
         for gran, qm, acc in (("per-tensor", split_qm, split_acc), ("per-channel", pc_qm, pc_acc)):
-            gran_rows.append([name, gran, acc, input_sqnr(qm, captured, depth, "attn.qkv"),
-                              input_sqnr(qm, captured, depth, "mlp.fc1")])
+            s = input_sqnr(model, qm, probe_batches, ("attn.qkv", "mlp.fc1"))
+            gran_rows.append([name, gran, acc, s["attn.qkv"], s["mlp.fc1"]])
 
     md = ["## Core engine on the shared CIFAR-10 ViT",
           "",
@@ -136,13 +102,15 @@ def main() -> None:
           "",
           "### Split vs fused QKV (finding 1)",
           "",
-          "SQNR (dB) of Q, K and V quantized from the float qkv output, mean over the 12 blocks, 256 test images.",
+          f"SQNR (dB) of Q, K and V quantized from the float qkv output, mean over the {len(model.blocks)} blocks, "
+          f"{len(probe_images)} test images (`vitq.analysis.studies.split_vs_fused`).",
           "",
           table(["preset", "qkv", "top-1 (%)", "Q SQNR", "K SQNR", "V SQNR"], split_rows),
           "",
           "### Per-tensor vs per-channel activation scales at the qkv and fc1 inputs (finding 3)",
           "",
-          "Input SQNR (dB) of the qkv and fc1 input quantizers on float inputs, mean over blocks.",
+          f"Input SQNR (dB) of the qkv and fc1 input quantizers on float inputs (local error, "
+          f"`vitq.analysis` probe), mean over blocks, {len(probe_images)} test images.",
           "",
           table(["preset", "qkv/fc1 input scales", "top-1 (%)", "qkv input SQNR", "fc1 input SQNR"], gran_rows),
           "",

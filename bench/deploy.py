@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import vitq
-from common import load_cifar, logits_of, table, top1, write_section
+from common import CIFAR_MODEL, load_cifar, logits_of, table, top1, write_section
 from vitq.export import export_onnx, onnx_logits, onnx_session
 from vitq.models import create_timm, load_model
 from vitq.speed import compare_engines
@@ -58,8 +58,7 @@ def main() -> None:
         rows = []
         for name in args.models:
             if name == "shared":
-                model = load_model(checkpoint=str(Path(__file__).resolve().parents[2] / "shared" / "models" /
-                                                  "cifar10_vit_tiny" / "cifar10_vit_tiny.safetensors"))
+                model = load_model(checkpoint=str(CIFAR_MODEL))
                 calib = [torch.randn(8, 3, 32, 32)]
             else:
                 model = create_timm(name).eval()

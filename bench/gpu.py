@@ -4,9 +4,11 @@
     python bench/gpu.py --render gpu.json        # write the "gpu" section of docs/results.md from that file
 
 Random-init ``vit_base_patch16_224`` (speed does not depend on the weights), calibrated on 64 random images.
-Engines, each timed with CUDA events (median of ``--reps`` runs after warm-up), in one process:
+Engines, each timed by ``vitq.speed.compare_lowp_engines`` (CUDA events, median of ``--reps`` runs after
+warm-up, every compile from a fresh ``torch._dynamo``), in one process:
 
-* ``bf16``: the float model in bfloat16 (timm's fused SDPA attention), eager and ``torch.compile``d;
+* ``bf16``: the float model in bfloat16 (timm's fused SDPA attention), eager, ``torch.compile``d and compiled with
+  CUDA graphs;
 * ``fp8``: the ``fp8`` preset lowered by ``vitq.runtime.lower``: every Linear an Fp8Linear (``torch._scaled_mm``,
   static per-tensor input scale, per-row weight scales), the rest bf16, eager and compiled; ``fp8_tensor``: the
   same with per-tensor weight scales (tensor-wise scaled GEMM), compiled, with and without CUDA graphs;
@@ -26,18 +28,23 @@ from pathlib import Path
 
 import torch
 
-from vitq.speed import int8_linear_recipe, median_time
+from vitq.speed import compare_lowp_engines, int8_linear_recipe
 
-
-def timed(fn, x, reps: int) -> float:
-    """Median milliseconds of ``fn(x)`` (CUDA events)."""
-    return 1000 * median_time(fn, x, reps)
+# the timed (engine, mode) runs, in table order; engine "float" is the bf16 model
+EAGER_RUNS = [("float", "eager"), ("fp8", "eager")]
+COMPILED_RUNS = [("float", "compiled"), ("fp8", "compiled"), ("fp8_tensor", "compiled"), ("int8", "compiled"),
+                 ("float", "compiled+graphs"), ("fp8_tensor", "compiled+graphs")]
 
 
 def agreement(a: torch.Tensor, b: torch.Tensor) -> dict:
     a, b = a.float(), b.float()
     return {"top1_agreement": float((a.argmax(-1) == b.argmax(-1)).float().mean() * 100),
             "max_logit_diff": float((a - b).abs().max()), "logit_scale": float(a.abs().max())}
+
+
+def label(row: dict) -> str:
+    """The table's name of a ``compare_lowp_engines`` row: ``bf16 eager``, ``fp8_tensor compiled+graphs``..."""
+    return f"{'bf16' if row['name'] == 'float' else row['name']} {row['mode']}"
 
 
 def measure(batch: int, reps: int, compile_: bool, profile: bool = False) -> dict:
@@ -64,7 +71,7 @@ def measure(batch: int, reps: int, compile_: bool, profile: bool = False) -> dic
     l_fp8t, rep_t = lower(q_fp8t, dev)
     res["fp8_tensor_layers"] = len(rep_t["fp8"])
     q_int8 = vitq.quantize(model, int8_linear_recipe(), calib=calib, device=dev, show_progress=False)
-    l_int8, rep8 = lower(q_int8, dev)
+    l_int8, rep8 = lower(q_int8, dev, kernels=("int8",))
     res["int8_layers"], res["int8_kept"] = len(rep8["int8"]), rep8["kept"]
 
     # parity on the same images (fp32 references)
@@ -73,11 +80,8 @@ def measure(batch: int, reps: int, compile_: bool, profile: bool = False) -> dic
         fq = q_fp8(x)
         fqt = q_fp8t(x)
         bf = model.to(torch.bfloat16)(x.bfloat16())
-        l_fp8 = l_fp8.to(torch.bfloat16)
-        lo = l_fp8(x.bfloat16())
-        l_fp8t = l_fp8t.to(torch.bfloat16)
-        lot = l_fp8t(x.bfloat16())
-        l_int8 = l_int8.to(torch.bfloat16)
+        lo = l_fp8.to(torch.bfloat16)(x.bfloat16())
+        lot = l_fp8t.to(torch.bfloat16)(x.bfloat16())
     res["parity_fp8_lowered_vs_fakequant"] = agreement(fq, lo)
     res["parity_bf16_vs_fp32"] = agreement(ref32, bf)
     res["parity_fp8_fakequant_vs_fp32"] = agreement(ref32, fq)
@@ -85,37 +89,29 @@ def measure(batch: int, reps: int, compile_: bool, profile: bool = False) -> dic
     del q_fp8, q_int8, q_fp8t
     torch.cuda.empty_cache()
 
-    xb = x.bfloat16()
-    engines = {"bf16 eager": model, "fp8 eager": l_fp8}
-    for name, m in engines.items():
-        res["ms"][name] = timed(m, xb, reps)
-        print(name, res["ms"][name], flush=True)
-    if compile_:
-        for (name, m), mode in zip({"bf16 compiled": model, "fp8 compiled": l_fp8, "fp8_tensor compiled": l_fp8t,
-                                    "int8 compiled": l_int8, "bf16 compiled+graphs": model,
-                                    "fp8_tensor compiled+graphs": l_fp8t}.items(),
-                                   [None, None, None, None, "reduce-overhead", "reduce-overhead"]):
-            t0 = time.perf_counter()
+    rows = compare_lowp_engines(model, dev, batch_sizes=(batch,), reps=reps, show_progress=False,
+                                engines={"fp8": l_fp8, "fp8_tensor": l_fp8t, "int8": l_int8},
+                                runs=EAGER_RUNS + (COMPILED_RUNS if compile_ else []))
+    for r in rows:
+        res["ms"][label(r)] = r["ms"]
+        if r["mode"] != "eager":
+            res.setdefault("compile_s", {})[label(r)] = r["first_call_s"]
+        print(label(r), r["ms"], flush=True)
+    if compile_ and profile:
+        from torch.profiler import ProfilerActivity, profile as prof
+
+        xb = x.bfloat16()
+        for name, m in {"bf16": model, "fp8_tensor": l_fp8t}.items():
             torch._dynamo.reset()
-            cm = torch.compile(m, mode=mode)
+            cm = torch.compile(m)
             with torch.no_grad():
                 cm(xb)
-            res.setdefault("compile_s", {})[name] = time.perf_counter() - t0
-            res["ms"][name] = timed(cm, xb, reps)
-            print(name, res["ms"][name], flush=True)
-        if profile:
-            from torch.profiler import ProfilerActivity, profile as prof
-
-            for name, m in {"bf16": model, "fp8_tensor": l_fp8t}.items():
-                cm = torch.compile(m)
-                with torch.no_grad():
+                torch.cuda.synchronize()
+                with prof(activities=[ProfilerActivity.CUDA]) as p:
                     cm(xb)
                     torch.cuda.synchronize()
-                    with prof(activities=[ProfilerActivity.CUDA]) as p:
-                        cm(xb)
-                        torch.cuda.synchronize()
-                print(f"== {name} compiled: CUDA kernels by total time")
-                print(p.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
+            print(f"== {name} compiled: CUDA kernels by total time")
+            print(p.key_averages().table(sort_by="cuda_time_total", row_limit=14, max_name_column_width=70))
     base = res["ms"].get("bf16 compiled", res["ms"]["bf16 eager"])
     res["images_per_s"] = {k: batch / v * 1000 for k, v in res["ms"].items()}
     res["speedup_vs_bf16_compiled"] = {k: base / v for k, v in res["ms"].items()}

@@ -7,6 +7,7 @@ full test set. Writes the ``softmax`` section of docs/results.md.
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import replace
 
 from common import load_cifar, logits_of, quantize, table, top1, write_section
@@ -14,13 +15,14 @@ from vitq import QuantRule, QuantSpec, preset
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     model, calib, images, labels = load_cifar(256)
     base = preset("w4a4")
     rows = []
     for scheme in ("uniform", "log2", "log_sqrt2"):
         spec = QuantSpec(4, symmetric=True, scheme=scheme)
         cfg = replace(base, rules=(QuantRule("*.matmul_av.a_quantizer", spec),) + base.rules, name=f"w4a4+{scheme}")
-        qm, secs = quantize(model, cfg, calib)
+        qm, _ = quantize(model, cfg, calib)
         acc = top1(logits_of(qm, images)[0], labels)
         rows.append([scheme, acc])
         print(f"{scheme}: {acc:.2f}%", flush=True)
