@@ -13,6 +13,7 @@ or all at once: ``vitq.quantize(model, "best", calib=loader)``. For a recipe wit
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator, Optional
 
@@ -82,7 +83,8 @@ def calibrate(model: nn.Module, calib: Iterable, device: Optional[torch.device] 
     (``repq``, ``smoothquant``), the observer pass over ``calib``, then the ones after it (``hessian``, ``gptq``).
 
     ``calib`` yields image tensors or (images, labels) pairs; the images are read once and kept in memory, since
-    transforms pass over them again. Returns the number of images. Call :func:`freeze` next.
+    transforms pass over them again. Returns the number of images, and records it with the wall time of each
+    step (``model.vitq_calibration``, for reports). Call :func:`freeze` next.
     """
     if is_frozen(model):
         raise VitqError("model is frozen: calibrate before freeze()")
@@ -97,11 +99,14 @@ def calibrate(model: nn.Module, calib: Iterable, device: Optional[torch.device] 
     if seen == 0:
         raise VitqError("calibration data is empty")
     model.eval()
-    run_transforms(model, "before", batches)
+    seconds = run_transforms(model, "before", batches)
+    t0 = time.perf_counter()
     with _observing(model):
         for x in progress(batches, desc="calibrate", disable=not show_progress):
             model(x)
-    run_transforms(model, "after", batches)
+    seconds["observers"] = time.perf_counter() - t0
+    seconds.update(run_transforms(model, "after", batches))
+    model.vitq_calibration = {"images": seen, "seconds": seconds}
     return seen
 
 

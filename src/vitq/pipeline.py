@@ -137,6 +137,7 @@ def quantize_and_report(model: nn.Module, config: QuantConfig, calib: DataLoader
         "fp_top1": res["fp_top1"], "q_top1": res["top1"], "fp_top5": res["fp_top5"], "q_top5": res["top5"],
         "agreement": res["agreement"], "kl": res["kl"],
         "seconds_calibrate": seconds_calibrate, "seconds_eval": seconds_eval,
+        "seconds_calibrate_steps": qmodel.vitq_calibration["seconds"],
         "throughput_ratio": res["fp_seconds"] / max(res["seconds"], 1e-9),
         "data": info.data, "split": info.split, "calib_data": info.calib_data, "calib_split": info.calib_split,
         "seed": seed, "batch_size": info.batch_size, "workers": info.workers,

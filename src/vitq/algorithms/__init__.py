@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import time
 from typing import Sequence
 
 import torch
@@ -46,8 +47,13 @@ def check_transform(name: str, args: dict) -> None:
         raise VitqError(f"transform {name!r}: {e}") from None
 
 
-def run_transforms(model: nn.Module, stage: str, batches: Sequence[torch.Tensor]) -> None:
-    """Apply, in recipe order, the transforms of ``model.vitq_config`` that belong to ``stage``."""
+def run_transforms(model: nn.Module, stage: str, batches: Sequence[torch.Tensor]) -> dict[str, float]:
+    """Apply, in recipe order, the transforms of ``model.vitq_config`` that belong to ``stage``; returns the wall
+    time of each (seconds, by transform name) for reports."""
+    seconds = {}
     for t in model.vitq_config.transforms:
         if TRANSFORMS[t.name][1] == stage:
+            t0 = time.perf_counter()
             _apply_fn(t.name)(model, batches, **dict(t.args))
+            seconds[t.name] = seconds.get(t.name, 0.0) + time.perf_counter() - t0
+    return seconds
