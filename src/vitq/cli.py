@@ -111,8 +111,9 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recipe")
     g.add_argument("--preset", default="w8a8",
                    help="uniform min-max: w8a8 (default), w6a6, w4a8, w4a4, wXaY; published methods (W4A4 unless "
-                        "--w-bits/--a-bits): repq, repq_faithful, ptq4vit, fqvit, smoothquant, best; FP8: fp8, "
-                        "fp8_tensor; auto: fp8 on GPUs with FP8 tensor cores, else w8a8")
+                        "--w-bits/--a-bits): repq, repq_faithful, ptq4vit, fqvit, smoothquant, best; with block "
+                        "reconstruction (minutes, not seconds): best_recon, qdrop, brecq; FP8: fp8, fp8_tensor; "
+                        "auto: fp8 on GPUs with FP8 tensor cores, else w8a8")
     g.add_argument("--recipe", help="YAML/JSON recipe file (overrides --preset)")
     g.add_argument("--w-bits", type=int, help="override weight bits (2-8)")
     g.add_argument("--a-bits", type=int, help="override activation bits (2-8)")

@@ -16,6 +16,10 @@ differs is how each quantizer is calibrated:
 ``smoothquant`` SmoothQuant (alpha 0.5) into qkv and fc1, min-max elsewhere
 ``best``        vitq's best combination: ``repq`` + twin-uniform post-GELU + Hessian-guided weight scales
                 (and a twin-uniform softmax at 3 bits or fewer)
+``best_recon``  ``best``, then block reconstruction (``reconstruct`` transform: AdaRound rounding, LSQ step
+                sizes, QDrop) before freeze
+``qdrop``       QDrop: MSE-calibrated uniform scales, then block reconstruction with QDrop (drop 0.5)
+``brecq``       BRECQ: the same without QDrop (drop 0)
 ``fp8``         FP8 e4m3 Linear layers and patch embedding (weights per channel, inputs per tensor),
                 attention in float:
                 the recipe for FP8 tensor-core GEMMs (8 bits only)
@@ -28,6 +32,7 @@ Method presets default to W4A4, the setting the papers headline; ``preset("repq"
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -126,6 +131,20 @@ def best(w: int, a: int) -> QuantConfig:
                        transforms=c.transforms + (Transform("hessian", (("inputs", False),)),), name=f"best-w{w}a{a}")
 
 
+def best_recon(w: int, a: int) -> QuantConfig:
+    """``best``, then block reconstruction (:mod:`vitq.algorithms.reconstruct`, default settings) before freeze."""
+    c = best(w, a)
+    return replace(c, transforms=c.transforms + (Transform("reconstruct"),), name=f"best_recon-w{w}a{a}")
+
+
+def qdrop(w: int, a: int, drop_prob: float = 0.5) -> QuantConfig:
+    """QDrop (Wei et al., ICLR 2022; ``drop_prob=0`` is BRECQ, Li et al., ICLR 2021): MSE-searched uniform scales
+    (per-channel weights, per-tensor activations), then block reconstruction with activation dropping."""
+    c = uniform(w, a, a_observer="mse", w_observer="mse")
+    name = "qdrop" if drop_prob > 0 else "brecq"
+    return replace(c, transforms=(Transform("reconstruct", (("drop_prob", drop_prob),)),), name=f"{name}-w{w}a{a}")
+
+
 def fp8(w: int = 8, a: int = 8, weight_granularity=PerChannel()) -> QuantConfig:
     """FP8 (e4m3) weights (per output channel by default) and Linear/patch-embedding inputs per tensor; attention
     stays float. ``fp8_tensor`` uses one weight scale per tensor (and a fused qkv), which runs on the
@@ -144,7 +163,8 @@ def fp8(w: int = 8, a: int = 8, weight_granularity=PerChannel()) -> QuantConfig:
 
 METHODS: dict[str, Callable[..., QuantConfig]] = {
     "repq": repq, "repq_faithful": lambda w, a: repq(w, a, strict=False), "ptq4vit": ptq4vit, "fqvit": fqvit,
-    "smoothquant": smoothquant, "best": best, "fp8": fp8,
+    "smoothquant": smoothquant, "best": best, "best_recon": best_recon, "qdrop": qdrop,
+    "brecq": lambda w, a: qdrop(w, a, drop_prob=0.0), "fp8": fp8,
     "fp8_tensor": lambda w, a: fp8(w, a, weight_granularity=PerTensor())}
 DEFAULT_BITS = {"fp8": (8, 8), "fp8_tensor": (8, 8)}  # method presets default to W4A4 otherwise
 UNIFORM = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8), "w4a4": (4, 4)}  # named; any wXaY works too
@@ -153,7 +173,8 @@ UNIFORM = {"w8a8": (8, 8), "w6a6": (6, 6), "w4a8": (4, 8), "w4a4": (4, 4)}  # na
 def preset(name: str, w_bits: Optional[int] = None, a_bits: Optional[int] = None, **kwargs) -> QuantConfig:
     """A named preset, optionally with other bits: a uniform min-max one (``w8a8``, ``w6a6``, ``w4a8``, ``w4a4``,
     or ``wXaY`` for any bits 2..8), or a method preset (``repq``, ``repq_faithful``, ``ptq4vit``, ``fqvit``,
-    ``smoothquant``, ``best``: W4A4 by default; ``fp8``, ``fp8_tensor``: 8 bits only). Keyword arguments of the
+    ``smoothquant``, ``best``, ``best_recon``, ``qdrop``, ``brecq``: W4A4 by default; ``fp8``, ``fp8_tensor``: 8 bits
+    only). Keyword arguments of the
     uniform presets go to :func:`uniform` (granularities, observers, ``qkv``)."""
     if not isinstance(name, str):
         raise VitqError(f"a preset name is a string, not {name!r}")

@@ -30,7 +30,7 @@ from ..errors import VitqError
 
 # name -> (module, stage): "before" runs ahead of the observer pass, "after" between it and freeze()
 TRANSFORMS = {"smoothquant": ("smoothquant", "before"), "repq": ("repq", "before"), "hessian": ("hessian", "after"),
-              "gptq": ("gptq", "after")}
+              "gptq": ("gptq", "after"), "reconstruct": ("reconstruct", "after")}
 
 
 def _apply_fn(name: str):
