@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import vitq
+from vitq.algorithms import adaround as A
 from vitq.algorithms import reconstruct as R
 from vitq.calibrate import _observing
 from vitq.nn.base import QuantWeightModule
@@ -30,7 +31,7 @@ def _recipe(**args):
 
 def test_beta_schedule_anneals_20_to_2():
     iters = 100
-    betas = [R.beta_schedule(i, iters) for i in range(iters)]
+    betas = [A.beta_schedule(i, iters) for i in range(iters)]
     assert all(b is None for b in betas[:20])  # 20% warm-up: no regularizer
     assert betas[20] == pytest.approx(20.0) and betas[-1] == pytest.approx(2.0)
     tail = betas[20:]
@@ -43,7 +44,7 @@ def test_rectified_sigmoid_init_matches_fraction(tiny_vit):
     q = layer.weight_quantizer
     q.observe_tensor(layer.weight.detach())
     q.solve()
-    r = R.SoftRound(layer, learn=True)
+    r = A.SoftRound(layer, learn=True)
     w = layer.weight.detach()
     # soft weight at init is the float weight (inside the clipping range), nearest mode is freeze's rounding
     inside = (r.codes("soft") > q.qrange[0]) & (r.codes("soft") < q.qrange[1])
