@@ -91,6 +91,8 @@ def calibrate(model: nn.Module, calib: Iterable, device: Optional[torch.device] 
     config = getattr(model, "vitq_config", None)
     if config is None:
         raise VitqError("model has no vitq recipe: convert it first (vitq.convert)")
+    if getattr(model, "vitq_calibration", None) is not None:  # transforms would rewrite the weights twice
+        raise VitqError("model is already calibrated: convert the float model again to calibrate anew")
     batches = []
     for batch in progress(calib, desc="load calibration", disable=not show_progress):
         x = _images(batch)

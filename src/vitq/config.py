@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from .errors import VitqError
 from .granularity import Granularity, PerTensor, granularity_from_dict, granularity_to_dict
-from .observers import OBSERVERS
+from .observers import OBSERVERS, make_observer
 from .primitives import check_bits
 from .schemes import get_scheme
 
@@ -31,7 +31,7 @@ class QuantSpec:
     ``fp8_e4m3`` (scaled float8, symmetric, 8 bits only; the format of FP8 tensor-core GEMMs).
     ``strict=False`` allows the looser level sets of published code where vitq otherwise keeps at most
     ``2**bits`` levels (the log quantizers then add an exact zero beyond their ``2**bits`` powers, as RepQ-ViT does).
-    ``signed=None`` decides at freeze time: signed if the observed minimum is negative, else unsigned (so a
+    ``signed=None`` decides when the qparams are solved: signed if the observed minimum is negative, else unsigned (so a
     post-softmax or post-GELU-like non-negative tensor gets all 2**bits levels). ``observer_args`` are keyword
     arguments of the observer, as a tuple of (name, value) pairs so the spec stays hashable.
     """
@@ -55,10 +55,11 @@ class QuantSpec:
         if not isinstance(self.granularity, Granularity.__args__):
             raise VitqError(f"spec granularity must be a granularity, not {self.granularity!r}")
         get_scheme(self.scheme).check(self.bits, self.symmetric)
-        if self.observer not in OBSERVERS:
+        if not isinstance(self.observer, str) or self.observer not in OBSERVERS:
             raise VitqError(f"unknown observer {self.observer!r} (known: {', '.join(OBSERVERS)})")
         if not self.symmetric and self.signed:
             raise VitqError("asymmetric quantization uses unsigned codes; drop signed=True")
+        make_observer(self)  # its arguments and granularity are checked now, not after the data is loaded
 
     def to_dict(self) -> dict:
         d = {"bits": self.bits, "symmetric": self.symmetric, "granularity": granularity_to_dict(self.granularity),
@@ -126,8 +127,9 @@ class QuantRule:
 class Transform:
     """One calibration algorithm of a recipe, by name, with keyword arguments (see :mod:`vitq.algorithms`).
 
-    Transforms run inside ``vitq.quantize``: some before the calibration pass (``smoothquant``, ``repq``: they
-    rewrite float weights and fix qparams), some after it (``hessian``: a scale search), in recipe order.
+    ``vitq.calibrate`` runs them in recipe order: some before the observer pass (``smoothquant`` rewrites float
+    weights; ``repq`` rewrites them and fixes qparams), some after it (``hessian``: a scale search; ``gptq``,
+    ``reconstruct``: weight rounding). Arguments are checked against the algorithm when the recipe is read.
     """
 
     name: str
@@ -229,10 +231,10 @@ class QuantConfig:
         """Load a recipe from a ``.yaml``/``.yml`` or ``.json`` file."""
         path = Path(path)
         if not path.is_file():
-            raise VitqError(f"recipe file {path} does not exist")
+            raise VitqError(f"recipe file {path} {'is a folder' if path.is_dir() else 'does not exist'}")
         try:
             text = path.read_text()
-            if path.suffix in (".yaml", ".yml"):
+            if path.suffix.lower() in (".yaml", ".yml"):
                 import yaml
 
                 data = yaml.safe_load(text)

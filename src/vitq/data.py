@@ -51,16 +51,23 @@ _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 def read_idx(path: Path) -> np.ndarray:
     """Read an idx file (optionally gzipped) into a numpy array of its stored shape and dtype (uint8 here)."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # a truncated or corrupt .gz, an unreadable file
+        raise VitqError(f"cannot read {path}: {(str(e).splitlines() or [type(e).__name__])[0]}") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise VitqError(f"{path} is not an idx file")
     dtype = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.get(data[2])
     if dtype is None:
         raise VitqError(f"{path}: unknown idx element type {data[2]:#x}")
     ndim = data[3]
+    offset = 4 + 4 * ndim
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=dtype, offset=4 + 4 * ndim).reshape(dims)
+    expected = offset + int(np.prod(dims)) * np.dtype(dtype).itemsize
+    if len(data) != expected:
+        raise VitqError(f"{path} is damaged: its header announces {expected} bytes, the file has {len(data)}")
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(dims)
 
 
 def _find_idx(root: Path, stem: str) -> Optional[Path]:
@@ -322,7 +329,7 @@ def open_dataset(root, split: str, cfg: DataConfig, verify: bool = True) -> Data
     """
     root = Path(root)
     if not root.is_dir():
-        raise VitqError(f"data folder {root} does not exist")
+        raise VitqError(f"data folder {root} {'is a file, not a folder' if root.exists() else 'does not exist'}")
     transform = build_transform(cfg)
     if is_fashion_mnist_root(root):
         return FashionMNIST(root, split, transform)
@@ -334,6 +341,14 @@ def open_dataset(root, split: str, cfg: DataConfig, verify: bool = True) -> Data
         return dataset
     subdirs = [e.name for e in _visible_entries(root) if e.is_dir()]
     raise VitqError(f"{root} has no '{split}' split (found: {', '.join(subdirs[:6]) or 'nothing'})")
+
+
+def has_split(root, split: str) -> bool:
+    """True when the data at ``root`` has a ``split`` (a ``root/<split>/`` folder, or Fashion-MNIST idx files)."""
+    root = Path(root)
+    if is_fashion_mnist_root(root):
+        return split in _IDX_FILES and all(_find_idx(root, stem) for stem in _IDX_FILES[split])
+    return (root / split).is_dir()
 
 
 def default_eval_split(root) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 from pathlib import Path
 from typing import Optional
 
@@ -98,6 +99,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             sd = load_file(str(path))
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message advises weights_only=False, which vitq never uses
+        raise VitqError(f"cannot read checkpoint {path}: it holds Python objects, not only tensors (vitq loads "
+                        "state dicts of tensors only, never arbitrary pickles)") from e
     except Exception as e:  # unreadable or corrupt file: one line naming the file
         raise VitqError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
     for key in ("state_dict_ema", "state_dict", "model"):
@@ -190,7 +194,18 @@ def load_model(name: Optional[str] = None, checkpoint: Optional[str] = None, con
     * ``name`` + ``checkpoint``: timm architecture ``name`` with those weights;
     * ``name``: timm model (random init unless ``pretrained``, which needs a network);
     * nothing: the embedded Fashion-MNIST ViT that ships with vitq.
+
+    Combinations in which an argument would be silently ignored are refused.
     """
+    if config is not None and checkpoint is None:
+        raise VitqError("a model config (--config) describes the weights of a checkpoint: give --checkpoint too")
+    if pretrained and checkpoint is not None:
+        raise VitqError("--pretrained and --checkpoint both give the weights: use one")
+    if pretrained and name is None:
+        raise VitqError("--pretrained needs a timm model name (--model)")
+    if num_classes is not None and name is None:
+        raise VitqError("--num-classes sizes the head of a timm model (--model); a JSON config or the embedded "
+                        "model sets its own")
     if checkpoint is not None:
         ckpt = Path(checkpoint)
         if not ckpt.is_file():

@@ -102,6 +102,8 @@ class EMAMinMaxObserver(Observer):
     def __init__(self, spec, channel_axis=-1, momentum: float = 0.9):
         super().__init__(spec, channel_axis)
         self.momentum = float(momentum)
+        if not 0.0 <= self.momentum < 1.0:
+            raise VitqError(f"ema momentum must be in [0, 1), got {momentum}")
 
     def _accumulate(self, rows, shape):
         lo, hi = rows.amin(1).view(shape), rows.amax(1).view(shape)
@@ -147,6 +149,9 @@ class MSEObserver(Observer):
                  max_samples: int = 1 << 20, seed: int = 0):
         super().__init__(spec, channel_axis)
         self.p, self.grid, self.min_ratio, self.max_samples = float(p), int(grid), float(min_ratio), int(max_samples)
+        if not (self.p > 0 and self.grid >= 1 and 0.0 < self.min_ratio <= 1.0 and self.max_samples >= 1):
+            raise VitqError(f"{spec.observer} needs p > 0, grid >= 1, 0 < min_ratio <= 1 and max_samples >= 1 "
+                            f"(got p={p}, grid={grid}, min_ratio={min_ratio}, max_samples={max_samples})")
         self._gen = torch.Generator().manual_seed(seed)
         self._samples: Optional[torch.Tensor] = None  # (R, M)
 
@@ -214,5 +219,5 @@ def make_observer(spec: "QuantSpec", channel_axis: int = -1) -> Observer:
     cls = observer_class(spec.observer)
     try:
         return cls(spec, channel_axis, **dict(spec.observer_args))
-    except TypeError as e:
+    except (TypeError, ValueError, OverflowError) as e:  # an unknown argument, or a value of the wrong type
         raise VitqError(f"bad observer_args for {spec.observer}: {e}") from e

@@ -51,7 +51,7 @@ class Quantizer(nn.Module):
     # ----- configuration -------------------------------------------------------------------------------------
     @property
     def state(self) -> str:
-        """``off``, ``observe`` or ``quantize`` (see module docstring)."""
+        """``off``, ``observe``, ``quantize`` or ``learn`` (see module docstring)."""
         return self._state
 
     @property
@@ -128,6 +128,12 @@ class Quantizer(nn.Module):
             raise VitqError("only a static affine (uniform) quantizer with fixed qparams can learn its scale")
         self.learned_scale = nn.Parameter(self.scale.detach().clone())
         self._state = "learn"
+
+    def reset_learning(self) -> None:
+        """Put the learned scale back to the fixed scale it started from (still learning)."""
+        if self._state == "learn":
+            with torch.no_grad():
+                self.learned_scale.copy_(self.scale)
 
     def end_learning(self) -> None:
         """Fix the learned scale as the qparams (kept positive) and go back to ``off``."""

@@ -199,7 +199,7 @@ def resolve_config(config) -> QuantConfig:
         return QuantConfig.from_dict(config)
     if isinstance(config, (str, Path)):
         s = str(config)
-        if s.endswith((".yaml", ".yml", ".json")):
+        if s.lower().endswith((".yaml", ".yml", ".json")):
             return QuantConfig.from_file(s)
         return preset(s)
     raise VitqError(f"cannot use {type(config).__name__} as a quantization config")

@@ -51,10 +51,14 @@ def save(model: nn.Module, path, overwrite: bool = False, extra: dict | None = N
     path = Path(path)
     if (path / WEIGHTS_FILE).exists() and not overwrite:
         raise VitqError(f"{path} already holds a saved model (pass overwrite=True / --force)")
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "version": VERSION, "source": describe_source(model),
             "data_config": data_config_of(model).to_dict(), "config": model.vitq_config.to_dict(),
-            "torch": torch.__version__, **(extra or {})}
+            "torch": torch.__version__}
+    clash = set(extra or {}) & (set(meta) | {"sha256"})
+    if clash:
+        raise VitqError(f"save(extra=...) cannot replace the entries {sorted(clash)} of {META_FILE}")
+    meta.update(extra or {})
     with atomic_file(path / WEIGHTS_FILE, force=True) as tmp:
         save_file(state, str(tmp))
         meta["sha256"] = file_sha256(tmp)

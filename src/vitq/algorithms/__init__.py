@@ -13,6 +13,8 @@ Transforms (a recipe's ``transforms``), which ``vitq.calibrate`` runs around the
 * ``repq`` (:mod:`.repq`, before): RepQ-ViT's scale reparameterization of post-LayerNorm activations.
 * ``hessian`` (:mod:`.hessian`, after): PTQ4ViT's Hessian-guided search of Linear weight and input scales.
 * ``gptq`` (:mod:`.gptq`, after): GPTQ's weight rounding with second-order error compensation.
+* ``reconstruct`` (:mod:`.reconstruct`, after): BRECQ / QDrop block reconstruction (AdaRound rounding,
+  :mod:`.adaround`, and LSQ step sizes), unit by unit against the float model.
 
 This package imports its modules lazily: they build on the core (observers, nn, convert), which names them.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import time
 from typing import Sequence
 
@@ -33,18 +36,56 @@ TRANSFORMS = {"smoothquant": ("smoothquant", "before"), "repq": ("repq", "before
               "gptq": ("gptq", "after"), "reconstruct": ("reconstruct", "after")}
 
 
+def _module(name: str):
+    return importlib.import_module(f"{__name__}.{TRANSFORMS[name][0]}")
+
+
 def _apply_fn(name: str):
-    return importlib.import_module(f"{__name__}.{TRANSFORMS[name][0]}").apply
+    return _module(name).apply
+
+
+def _check_value(name: str, arg: str, value, default, limit) -> None:
+    """One transform argument: the type of its default (a number for a float, a list of numbers for a
+    sequence), and the module's ``ARG_LIMITS`` entry: ``(low, high)`` bounds (None: open) or a set of choices."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = number, "a finite number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif isinstance(default, (tuple, list)):
+        ok = isinstance(value, (tuple, list)) and len(value) > 0 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in value)
+        kind = "a non-empty list of positive numbers"
+    else:
+        ok, kind = True, ""
+    if isinstance(limit, (set, frozenset)):
+        ok, kind = ok and value in limit, f"one of {sorted(limit)}"
+    elif limit is not None:
+        lo, hi = limit
+        ok = ok and (value is None or (number and (lo is None or value >= lo) and (hi is None or value <= hi)))
+        kind = f"{kind or 'a number'} in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+    if not ok:
+        raise VitqError(f"transform {name!r}: {arg} must be {kind}, not {value!r}")
 
 
 def check_transform(name: str, args: dict) -> None:
-    """Refuse an unknown transform, or arguments its algorithm does not take, when the recipe is read."""
+    """Refuse an unknown transform, arguments its algorithm does not take, or values of the wrong type or out of
+    range (the module's ``ARG_LIMITS``), when the recipe is read rather than after calibration has run."""
     if not isinstance(name, str) or name not in TRANSFORMS:
         raise VitqError(f"unknown transform {name!r} (known: {', '.join(TRANSFORMS)})")
+    module = _module(name)
+    signature = inspect.signature(module.apply)
     try:
-        inspect.signature(_apply_fn(name)).bind(None, None, **args)
+        signature.bind(None, None, **args)
     except TypeError as e:
         raise VitqError(f"transform {name!r}: {e}") from None
+    limits = getattr(module, "ARG_LIMITS", {})
+    for arg, value in args.items():
+        _check_value(name, arg, value, signature.parameters[arg].default, limits.get(arg))
 
 
 def run_transforms(model: nn.Module, stage: str, batches: Sequence[torch.Tensor]) -> dict[str, float]:

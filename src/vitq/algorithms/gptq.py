@@ -44,10 +44,8 @@ def _eligible(layer: QuantLinear) -> bool:
 
 def _fix_grid(layer: QuantLinear) -> tuple[torch.Tensor, torch.Tensor, int, int]:
     """The weight quantizer's (scale (out, 1) or (), zero point, qmin, qmax), fixed now if no search set them."""
+    layer.fix_weight_grid()
     q = layer.weight_quantizer
-    if not q.has_qparams:
-        q.observe_tensor(layer.weight.detach())
-        q.solve()
     qmin, qmax = (int(v) for v in q.qrange)
     per_row = isinstance(q.spec.granularity, PerChannel)
     shape = (-1, 1) if per_row else ()
@@ -84,6 +82,9 @@ def gptq_round(w: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, zero_point
             err1[:, j] = e
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
     return q[:, torch.argsort(perm)].float()
+
+
+ARG_LIMITS = {"damp": (0.0, None), "block_size": (1, None)}
 
 
 @torch.no_grad()

@@ -137,6 +137,9 @@ def _search_layer(layer: QuantLinear, x: torch.Tensor, g: torch.Tensor, rounds: 
         iq.set_qparams(s_a, z_a, a_qmin, a_qmax)
 
 
+ARG_LIMITS = {"rounds": (1, None), "max_rows": (1, None), "seed": (0, None)}
+
+
 def apply(model: nn.Module, batches: Sequence[torch.Tensor], rounds: int = 2, max_rows: int = 2048,
           w_grid: Sequence[float] = tuple(0.5 + 0.02 * i for i in range(26)),
           a_grid: Sequence[float] = tuple(0.2 + 0.02 * i for i in range(41)), seed: int = 0,

@@ -40,8 +40,8 @@ After the last step rounding is hardened (``h(V) >= 0.5`` rounds up), the on-gri
 ``layer.weight`` (so ``freeze()`` stores exactly these codes and never rounds again) and the learned scales are
 fixed (``Quantizer.end_learning``). A unit whose reconstruction error on all the calibration data (quantized
 input, no drop) ends above its starting error (nearest rounding, calibrated scales) is reverted to that start:
-reconstruction never makes a unit worse. Every quantizer is left ``off`` with fixed qparams, as ``calibrate``
-leaves them. Deterministic under ``seed`` (default: torch's initial seed, i.e. the CLI's ``--seed``); runs on the
+reconstruction never makes a unit worse. Every enabled quantizer is left ``off`` with fixed qparams (the
+observed ones are solved first), so ``freeze()`` only enables them. Deterministic under ``seed`` (default: torch's initial seed, i.e. the CLI's ``--seed``); runs on the
 device of the calibration batches.
 
 Defaults: ``iters=200`` steps per unit, ``batch_size=32``, ``lr=4e-5`` (scales, QDrop's), ``round_lr=1e-2`` (V:
@@ -202,6 +202,11 @@ def _rec_loss(out: torch.Tensor, target: torch.Tensor, g: Optional[torch.Tensor]
     return err.sum(1).mean() if err.ndim > 1 else err.mean()
 
 
+ARG_LIMITS = {"iters": (0, None), "lr": (1e-12, None), "round_lr": (1e-12, None), "drop_prob": (0.0, 1.0),
+              "granularity": {"block", "layer"}, "loss": {"mse", "fisher"}, "batch_size": (1, None),
+              "seed": (0, 2 ** 63 - 1), "reg_weight": (0.0, None), "warmup": (0.0, 1.0)}
+
+
 def apply(model: nn.Module, batches: Sequence[torch.Tensor], iters: int = 200, lr: float = 4e-5,
           weight_rounding: bool = True, step_sizes: bool = True, drop_prob: float = 0.5, granularity: str = "block",
           loss: str = "mse", batch_size: int = 32, seed: Optional[int] = None, show_progress: bool = False,
@@ -226,10 +231,7 @@ def apply(model: nn.Module, batches: Sequence[torch.Tensor], iters: int = 200, l
             q.solve()
     weight_layers = [m for m in model.modules() if _weight_ok(m)]
     for layer in weight_layers:
-        q = layer.weight_quantizer
-        if not q.has_qparams:
-            q.observe_tensor(layer.weight.detach())
-            q.solve()
+        layer.fix_weight_grid()
     originals = {m: m.weight.detach().clone() for m in weight_layers}
     seed = torch.initial_seed() if seed is None else int(seed)  # the CLI's --seed when not given
     cpu_gen = torch.Generator().manual_seed(seed)
@@ -289,7 +291,6 @@ def _reconstruct_unit(model, unit: _Unit, batches, originals, all_act, iters, lr
         return torch.where(keep_float, args[0], out)
 
     hooks = [q.register_forward_hook(drop_hook) for q in acts]
-    init_scales = [q.learned_scale.detach().clone() for q in learners]
     n = q_in.shape[0]
 
     def evaluate(mode: str) -> float:
@@ -349,9 +350,8 @@ def _reconstruct_unit(model, unit: _Unit, batches, originals, all_act, iters, lr
         loss_end = evaluate("hard" if weight_rounding else "nearest")
         if loss_end > loss_start:  # never worse than where it started
             reverted = True
-            with torch.no_grad():
-                for q, s in zip(learners, init_scales):
-                    q.learned_scale.copy_(s)
+            for q in learners:
+                q.reset_learning()
             loss_end = evaluate("nearest")
         if weight_rounding and not reverted:
             final_mode = "hard"

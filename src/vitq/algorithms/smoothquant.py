@@ -22,6 +22,9 @@ from .fold import feed_inputs, fold_channel_affine, norm_linear_pairs
 MIN_SCALE = 1e-5
 
 
+ARG_LIMITS = {"alpha": (0.0, 1.0)}
+
+
 def apply(model: nn.Module, batches: Sequence[torch.Tensor], alpha: float = 0.5) -> None:
     """Smooth every LayerNorm -> Linear pair of ``model`` with migration strength ``alpha``."""
     if not 0.0 <= float(alpha) <= 1.0:

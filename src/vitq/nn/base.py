@@ -65,15 +65,22 @@ class QuantWeightModule(QuantModule):
         if not wq.enabled:
             return
         w = self.weight.detach()
-        if not wq.has_qparams:  # else searched by a calibration algorithm
-            wq.observe_tensor(w)
-            wq.solve()
+        self.fix_weight_grid()
         wq.enable()
         codes = wq.quantize_int(w)
         qmin, qmax = (int(v) for v in wq.qrange)
         del self.weight  # the float Parameter goes; only codes + scale remain
         self.register_buffer("weight_int", codes.to(wq.scheme.code_dtype(qmin, qmax)))
         self.finish_load()
+
+    def fix_weight_grid(self) -> None:
+        """Fix the weight quantizer's qparams from the current float weight (its spec's observer), unless a
+        calibration algorithm already fixed them (a search, a reparameterization). Rounding algorithms (GPTQ,
+        AdaRound) call this to learn on the grid ``freeze()`` will use."""
+        wq = self.weight_quantizer
+        if wq.enabled and not wq.has_qparams:
+            wq.observe_tensor(self.weight.detach())
+            wq.solve()
 
     def weight_row_scales(self) -> torch.Tensor:
         """(out,) scale of each output row of the frozen integer weight, as integer kernels take it.
