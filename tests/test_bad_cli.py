@@ -409,6 +409,14 @@ def test_hidden_folder_and_folder_named_like_an_image_are_ignored(work):
     ("rules: [{pattern: '*', spec: {bits: 8, symmetric: 'yes'}}]", "must be true or false"),
     ("rules: []\ntransforms: [{name: repq, strength: 2}]", "transform 'repq'"),
     ("rules: []\nexclude: {head: 1}", "lists"),
+    ("rules: [{pattern: '*', spec: {observer: ema, observer_args: {momentum: x}}}]", "bad observer_args for ema"),
+    ("rules: [{pattern: '*', spec: {observer: mse, observer_args: {grid: -1}}}]", "grid >= 1"),
+    ("rules: []\ntransforms: [{name: smoothquant, alpha: x}]", "alpha must be a finite number"),
+    ("rules: []\ntransforms: [{name: hessian, rounds: 0}]", "rounds must be an integer in [1, inf]"),
+    ("rules: []\ntransforms: [{name: gptq, block_size: 0}]", "block_size must be an integer"),
+    ("rules: []\ntransforms: [{name: reconstruct, lr: .nan}]", "lr must be a finite number"),
+    ("rules: []\ntransforms: [{name: reconstruct, batch_size: 0}]", "batch_size must be an integer"),
+    ("rules: []\ntransforms: [{name: reconstruct, granularity: blocks}]", "granularity must be one of"),
 ])
 def test_bad_recipe(work, recipe, match):
     (work / "r.yaml").write_text(recipe + "\n")
@@ -422,3 +430,56 @@ def test_exclude_written_as_a_string_is_one_glob():
     cfg = vitq.QuantConfig.from_dict({"rules": [], "exclude": "head"})
     assert cfg.exclude == ("head",) and cfg.excludes("head") and not cfg.excludes("h")
     assert vitq.QuantConfig(rules=(), exclude="head").exclude == ("head",)
+
+
+def test_broken_train_split_is_an_error_not_a_fallback(work):
+    data = image_folder(work / "imgs")
+    (data / "train" / "c03" / "x.png").write_bytes(b"garbage")
+    before = snapshot(work)
+    res = vitq_cli("quantize", "--data", data, *TINY, "--out", "run", cwd=work)
+    assert_one_line_error(res, "cannot read image")
+    assert "train" in res.stderr and snapshot(work) == before
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda d: (d / "t10k-images-idx3-ubyte.gz").write_bytes(
+        __import__("gzip").compress(b"\x00\x00\x08\x03" + b"\x00" * 40)[:-8]), "cannot read"),
+    (lambda d: (d / "t10k-images-idx3-ubyte").write_bytes(
+        b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 100), "damaged"),
+])
+def test_damaged_idx_files(work, make, match):
+    d = work / "fm"
+    d.mkdir()
+    (d / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + (10).to_bytes(4, "big") + bytes(10))
+    make(d)
+    before = snapshot(work)
+    res = vitq_cli("eval", "--data", d, "--quiet", cwd=work)
+    assert_one_line_error(res, match)
+    assert snapshot(work) == before
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["quantize", "--seed", "99999999999999999999999"], "--seed"),
+    (["info", "--config", "m.json"], "give --checkpoint too"),
+    (["info", "--num-classes", "5"], "--num-classes sizes the head of a timm model"),
+])
+def test_flags_that_would_overflow_or_be_ignored(work, argv, match):
+    (work / "m.json").write_text("{}")
+    before = snapshot(work)
+    res = vitq_cli(*argv, cwd=work)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and match in res.stderr, res.stderr
+    assert snapshot(work) == before
+
+
+def test_eval_refuses_a_float_model_of_another_architecture(saved_run, work):
+    data = image_folder(work / "imgs", size=32)  # fits the saved 32x32 model, not the 28x28 embedded one
+    res = vitq_cli("eval", saved_run, "--checkpoint", EMBEDDED, "--data", data, "--limit", "4", "--quiet",
+                   cwd=work)
+    assert_one_line_error(res, "is not the one the quantized model came from")
+
+
+def test_calibrate_twice_is_refused(tiny_vit):
+    qm = vitq.convert(tiny_vit, "smoothquant")
+    vitq.calibrate(qm, [torch.randn(4, 3, 32, 32)], show_progress=False)
+    with pytest.raises(VitqError, match="already calibrated"):
+        vitq.calibrate(qm, [torch.randn(4, 3, 32, 32)], show_progress=False)

@@ -11,6 +11,7 @@ from .config import QuantConfig, QuantRule, QuantSpec, Transform
 from .convert import Registry, convert, default_registry, named_quantizers, quant_modules
 from .errors import VitqError
 from .evaluate import evaluate
+from .mixed import mixed_precision
 from .granularity import PerBlock, PerChannel, PerGroup, PerHead, PerTensor, PerToken
 from .models import load_model
 from .pipeline import loaders, quantize
@@ -23,6 +24,6 @@ __version__ = "0.1.0"
 __all__ = [
     "analyze", "PerBlock", "PerChannel", "PerGroup", "PerHead", "PerTensor", "PerToken", "QuantConfig", "QuantRule",
     "QuantSpec", "Quantizer", "Registry", "Transform", "VitqError", "calibrate", "calibration", "convert",
-    "default_registry", "evaluate", "freeze", "is_frozen", "load", "load_model", "loaders", "named_quantizers",
+    "default_registry", "evaluate", "freeze", "is_frozen", "load", "load_model", "loaders", "mixed_precision", "named_quantizers",
     "preset", "quant_modules", "quantize", "save", "set_quantizers",
 ]

@@ -21,6 +21,7 @@ EPILOG = """examples:
   vitq quantize --checkpoint m.safetensors --config m.json --data cifar10/ --preset w4a4 --out runs/w4a4
   vitq quantize --checkpoint m.safetensors --data cifar10/ --preset repq --w-bits 4 --a-bits 4 --calib-size 32
   vitq quantize --model deit_small_patch16_224 --pretrained --data imagenet/ --calib-size 256 --out runs/ds
+  vitq quantize --checkpoint m.safetensors --data cifar10/ --preset best --budget w=4.5,a=4.5 --write-recipe mixed.yaml
   vitq analyze --checkpoint m.safetensors --data cifar10/ --preset w4a4 --out runs/w4a4-analysis
   vitq export runs/w8a8 --format onnx --out w8a8.onnx
   vitq eval runs/w4a4 --data cifar10/             # a saved quantized model
@@ -49,6 +50,14 @@ def non_negative_int(text: str) -> int:
     n = _int(text)
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or a positive integer, not {text!r}")
+    return n
+
+
+def seed_int(text: str) -> int:
+    """argparse type of --seed: an integer torch can seed with (0 to 2**63 - 1)."""
+    n = _int(text)
+    if not 0 <= n < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**63 - 1, not {text!r}")
     return n
 
 
@@ -96,7 +105,8 @@ def _data_args(p: argparse.ArgumentParser, calib: bool) -> None:
     g.add_argument("--limit", type=positive_int, help="evaluate on this many images only (class-balanced)")
     g.add_argument("--batch-size", type=positive_int, default=64, help="batch size (default 64)")
     g.add_argument("--workers", type=non_negative_int, default=0, help="data loader worker processes (default 0)")
-    g.add_argument("--seed", type=int, default=0, help="seed for the calibration draw (default 0)")
+    g.add_argument("--seed", type=seed_int, default=0, help="seed for the calibration draw and any random "
+                                                             "search (default 0)")
     g.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     if calib:
@@ -121,11 +131,46 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
                                                              "the fused qkv output as one tensor")
 
 
+def budget_arg(text: str):
+    """argparse type of --budget (see vitq.mixed.parse_budget)."""
+    from .mixed import parse_budget
+
+    try:
+        return parse_budget(text)
+    except VitqError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def bits_list_arg(text: str) -> tuple[int, ...]:
+    """argparse type of --bits: comma-separated candidate bit widths, each 2..8."""
+    from .mixed import parse_candidates
+
+    try:
+        return parse_candidates(text)
+    except VitqError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _mixed_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("mixed precision (a bit width per layer, chosen on the calibration images)")
+    g.add_argument("--budget", type=budget_arg,
+                   help="upper bounds, any combination: w=BITS (average weight bits), a=BITS (average activation "
+                        "bits), size=BYTES (model size, e.g. 3.2MB); e.g. 'w=4.5,a=4.5'; a bare number sets w and a. "
+                        "Each layer then gets the --bits width of the --preset/--recipe that loses the least KL "
+                        "in total (exact integer program)")
+    g.add_argument("--bits", type=bits_list_arg, help="candidate bit widths for --budget (default 3,4,6,8)")
+    g.add_argument("--search-images", type=positive_int, default=64,
+                   help="calibration images the --budget search measures sensitivity on (default 64)")
+    g.add_argument("--write-recipe", metavar="PATH", help="also write the chosen mixed recipe as YAML (rerun it "
+                                                          "with --recipe PATH)")
+
+
 def _job_args(p: argparse.ArgumentParser, default_out: str) -> None:
     """Flags of the commands that quantize a model on data and write a folder (quantize, analyze)."""
     _model_args(p)
     _data_args(p, calib=True)
     _recipe_args(p)
+    _mixed_args(p)
     p.add_argument("--out", help=f"output folder (default {default_out})")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
 
@@ -286,10 +331,13 @@ def _prepare_job(args, out_suffix: str = ""):
     from .pipeline import loaders
 
     _check_bits(args)
+    _check_mixed(args)
     config = _recipe(args)
     device = _device(args.device)
     if args.out:  # before loading the model (maybe a download): a refused --out comes first
         check_output(args.out, args.force)
+    if args.budget is not None:
+        out_suffix = "-mixed" + out_suffix
     torch.manual_seed(args.seed)
     model = _load_float(args)
     default = f"{model_name(model)}-{config.name}{out_suffix}".replace(":", "-")
@@ -299,12 +347,67 @@ def _prepare_job(args, out_suffix: str = ""):
     return config, device, model, out, calib, val, info
 
 
+def _check_mixed(args) -> None:
+    """The mixed-precision flags, checked before any work."""
+    if args.budget is None:
+        for flag in ("bits", "write_recipe"):
+            if getattr(args, flag, None) is not None:
+                raise VitqError(f"--{flag.replace('_', '-')} needs --budget")
+        return
+    if args.w_bits or args.a_bits:
+        raise VitqError("--budget chooses the bits of every layer: drop --w-bits/--a-bits")
+    if args.write_recipe and Path(args.write_recipe).exists() and not args.force:
+        raise VitqError(f"{args.write_recipe} exists (use --force to replace it)")
+
+
+def _mixed_search(args, model, calib, device):
+    """With --budget: the mixed recipe chosen on the calibration images, and the search's report."""
+    from dataclasses import replace
+
+    from .config import QuantConfig
+    from .mixed import mixed_precision, write_recipe
+    from .recipes import preset
+
+    if args.recipe:
+        recipe = QuantConfig.from_file(args.recipe)
+        name, at = recipe.name, (lambda bits: recipe.with_bits(bits, bits))
+    else:
+        name = args.preset
+        if name == "auto":
+            from .runtime.lower import recommended_preset
+
+            name = recommended_preset(getattr(args, "device", None))
+        at = (lambda bits: preset(name, bits, bits))
+
+    def base(bits: int) -> QuantConfig:
+        cfg = at(bits)
+        return replace(cfg, qkv=args.qkv) if args.qkv else cfg
+
+    base.vitq_name = name
+    config, report = mixed_precision(model, base, calib, args.budget, candidates=args.bits or (3, 4, 6, 8),
+                                     probe_images=args.search_images, device=device,
+                                     show_progress=not _progress_off(args))
+    if args.write_recipe:
+        write_recipe(config, args.write_recipe, report)
+    layers = ", ".join(f"{n} at {b}" for b, n in report["layers_per_bits"].items() if n)
+    size = f", {report['size_bytes'] / 1e6:.2f} MB"
+    w, a = report["avg_w_bits"], report["avg_a_bits"]
+    print(f"mixed precision ({args.budget}): {len(report['assignment'])} layers ({layers}); average weight bits "
+          f"{w if w is None else round(w, 3)}, activation bits {a if a is None else round(a, 3)}{size}; "
+          f"search {report['seconds']['total']:.0f} s"
+          + (f"; wrote {args.write_recipe}" if args.write_recipe else ""))
+    return config, report
+
+
 def cmd_quantize(args) -> int:
     from .pipeline import quantize_and_report
 
     config, device, model, out, calib, val, info = _prepare_job(args)
+    mixed = None
+    if args.budget is not None:
+        config, mixed = _mixed_search(args, model, calib, device)
     _, report = quantize_and_report(model, config, calib, val, info, out=out, force=args.force, device=device,
-                                    seed=args.seed, show_progress=not _progress_off(args))
+                                    seed=args.seed, show_progress=not _progress_off(args), mixed=mixed)
     print(f"{report['model']} {config.name} ({report['calib_images']} calibration / {report['eval_images']} "
           f"evaluation images): float top-1 {report['fp_top1']:.2f}%  quantized top-1 {report['q_top1']:.2f}%  "
           f"(agreement {report['agreement']:.2f}%, KL {report['kl']:.4f})")
@@ -316,6 +419,8 @@ def cmd_analyze(args) -> int:
     from .analysis import analyze
 
     config, device, model, out, calib, val, info = _prepare_job(args, "-analysis")
+    if args.budget is not None:
+        config, _ = _mixed_search(args, model, calib, device)
     a = analyze(model, config, calib, val, out=out, force=args.force, probe_images=args.probe_images,
                 show_progress=not _progress_off(args), device=device,
                 info={"data": info.data, "split": info.split, "calib_split": info.calib_split, "seed": args.seed})

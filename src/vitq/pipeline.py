@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Subset
 from .calibrate import calibrate, freeze
 from .config import QuantConfig
 from .convert import convert
-from .data import check_classes, default_eval_split, first_subset, make_loader, open_dataset, random_subset
+from .data import (check_classes, default_eval_split, first_subset, has_split, make_loader, open_dataset,
+                   random_subset)
 from .errors import VitqError
 from .evaluate import evaluate
 from .models import DEFAULT_DATA, data_config_of, model_name
@@ -51,6 +52,17 @@ def default_data_for(model: nn.Module) -> Path:
     raise VitqError("--data is required for this model (an ImageFolder root or a Fashion-MNIST idx folder)")
 
 
+def _evaluation_set(model: nn.Module, data, split: Optional[str], batch_size: int, workers: int):
+    """(dataset, root, split) to evaluate ``model`` on, its labels checked against the model's head."""
+    if batch_size < 1 or workers < 0:
+        raise VitqError(f"batch size must be at least 1 and workers at least 0 (got {batch_size}, {workers})")
+    root = Path(data) if data is not None else default_data_for(model)
+    split = split or default_eval_split(root)
+    dataset = open_dataset(root, split, data_config_of(model))
+    check_classes(dataset, getattr(model, "num_classes", None))
+    return dataset, root, split
+
+
 def loaders(model: nn.Module, data=None, split: Optional[str] = None, calib_split: str = "train",
             calib_data=None, calib_size: int = 256, limit: Optional[int] = None, batch_size: int = 64,
             workers: int = 0, seed: int = 0) -> tuple[DataLoader, DataLoader, DataInfo]:
@@ -60,21 +72,12 @@ def loaders(model: nn.Module, data=None, split: Optional[str] = None, calib_spli
     (default: the same root). When that split does not exist (an ImageNet ``val/``-only folder), they are drawn
     from the evaluation split instead and held out of the evaluation, so no image is used for both.
     """
-    if batch_size < 1 or workers < 0:
-        raise VitqError(f"batch size must be at least 1 and workers at least 0 (got {batch_size}, {workers})")
+    eval_set, root, split = _evaluation_set(model, data, split, batch_size, workers)
     cfg = data_config_of(model)
-    root = Path(data) if data is not None else default_data_for(model)
-    split = split or default_eval_split(root)
-    eval_set = open_dataset(root, split, cfg)
-    check_classes(eval_set, getattr(model, "num_classes", None))
     calib_root = Path(calib_data) if calib_data is not None else root
-    held_out = False
-    try:
-        calib_pool = open_dataset(calib_root, calib_split, cfg)
-    except VitqError:
-        if calib_data is not None or calib_split != "train":
-            raise
-        calib_pool, held_out = eval_set, True
+    # only a missing default train split falls back to held-out evaluation images; a broken one is an error
+    held_out = calib_data is None and calib_split == "train" and not has_split(root, "train")
+    calib_pool = eval_set if held_out else open_dataset(calib_root, calib_split, cfg)
     calib_set = random_subset(calib_pool, calib_size, seed)
     if held_out:
         taken = set(calib_set.indices) if isinstance(calib_set, Subset) else set(range(len(calib_pool)))
@@ -94,12 +97,7 @@ def eval_loader(model: nn.Module, data=None, split: Optional[str] = None, limit:
     """The evaluation loader of ``vitq eval``: ``split`` (default test, else val) of ``data`` (default: the
     embedded model's Fashion-MNIST) with ``model``'s preprocessing, its labels checked against the model's head.
     Returns the loader, the data root and the split."""
-    if batch_size < 1 or workers < 0:
-        raise VitqError(f"batch size must be at least 1 and workers at least 0 (got {batch_size}, {workers})")
-    root = Path(data) if data is not None else default_data_for(model)
-    split = split or default_eval_split(root)
-    ds = open_dataset(root, split, data_config_of(model))
-    check_classes(ds, getattr(model, "num_classes", None))
+    ds, root, split = _evaluation_set(model, data, split, batch_size, workers)
     return make_loader(first_subset(ds, limit), batch_size, workers), root, split
 
 
@@ -119,8 +117,11 @@ def quantize(model: nn.Module, config="w8a8", calib: Optional[Iterable] = None, 
 
 def quantize_and_report(model: nn.Module, config: QuantConfig, calib: DataLoader, val: DataLoader,
                         info: DataInfo, out=None, force: bool = False, device=None, seed: int = 0,
-                        show_progress: bool = True) -> tuple[nn.Module, dict]:
-    """Convert, calibrate, freeze, evaluate next to the float model, and (with ``out``) save model and reports."""
+                        show_progress: bool = True, mixed: Optional[dict] = None) -> tuple[nn.Module, dict]:
+    """Convert, calibrate, freeze, evaluate next to the float model, and (with ``out``) save model and reports.
+
+    ``mixed``: the report of :func:`vitq.mixed_precision` that chose ``config``; it is recorded as
+    ``mixed_precision`` and ``w_bits``/``a_bits`` become the achieved averages."""
     device = torch.device(device) if device is not None else None
     t0 = time.perf_counter()
     if device is not None:
@@ -144,8 +145,11 @@ def quantize_and_report(model: nn.Module, config: QuantConfig, calib: DataLoader
         "device": str(device or "cpu"), "torch": torch.__version__,
         "coverage": coverage(qmodel), "config": config.to_dict(),
     }
+    if mixed is not None:
+        report["w_bits"], report["a_bits"] = mixed.get("avg_w_bits"), mixed.get("avg_a_bits")
+        report["mixed_precision"] = mixed
     if out is not None:
         with staged_output(out, force) as tmp:
-            save(qmodel.cpu(), tmp, extra={"report": {k: v for k, v in report.items() if k != "config"}})
+            save(qmodel, tmp, extra={"report": {k: v for k, v in report.items() if k != "config"}})
             write_report(tmp, report)
     return qmodel, report

@@ -43,8 +43,9 @@ def _advice(a: dict) -> list[str]:
              f"({s['q_top1'] - s['fp_top1']:+.2f} points)."]
     if a["sensitivity"]:
         top = a["sensitivity"][:3]
-        lines.append("Most sensitive layers: " + ", ".join(f"{r['layer']} ({100 * r['share']:.0f}% of the summed "
-                                                             f"KL)" for r in top) + "; keep them at higher bits first.")
+        lines.append("Most sensitive layers: " + ", ".join(
+            f"{r['layer']} ({r['bits'] + ', ' if r.get('bits') else ''}{100 * r['share']:.0f}% of the summed KL)"
+            for r in top) + "; keep them at higher bits first.")
     if a["ablation"]:
         worst = min(a["ablation"], key=lambda r: r["top1_only_this_block"])
         lines.append(f"Block {worst['block']} costs the most accuracy alone "

@@ -95,8 +95,9 @@ def render(a: dict, figs: dict) -> str:
                  "images. Spend extra bits on the top of this list (it is also in analysis.json as "
                  "<code>sensitivity</code>).</p>")
     parts.append(img(figs["sensitivity"], "sensitivity"))
-    parts.append(table(["rank", "layer", "KL", "share of total", "agreement (%)"],
-                       [[r["rank"], r["layer"], r["kl"], r["share"], r["agreement"]] for r in a["sensitivity"]],
+    parts.append(table(["rank", "layer", "bits", "KL", "share of total", "agreement (%)"],
+                       [[r["rank"], r["layer"], r.get("bits", ""), r["kl"], r["share"], r["agreement"]]
+                        for r in a["sensitivity"]],
                        digits=4))
 
     parts.append("<h2 id='blocks'>Blocks</h2>")

@@ -51,11 +51,21 @@ def block_ablation(mixer: Mixer, batches, show_progress: bool = True) -> list[di
     return rows
 
 
+def unit_bits(module: nn.Module) -> str:
+    """The bits of a quant layer's own enabled quantizers, e.g. ``w4 a6`` (weight, then activations; ``a4/8``
+    when its activation quantizers differ, as the patch embedding's 8-bit image input does)."""
+    w = sorted({q.spec.bits for _, q in module.own_quantizers() if q.enabled and q.is_weight})
+    a = sorted({q.spec.bits for _, q in module.own_quantizers() if q.enabled and not q.is_weight})
+    parts = ([f"w{'/'.join(map(str, w))}"] if w else []) + ([f"a{'/'.join(map(str, a))}"] if a else [])
+    return " ".join(parts)
+
+
 @torch.no_grad()
 def sensitivity(mixer: Mixer, images: torch.Tensor, show_progress: bool = True) -> list[dict]:
     """Each layer quantized alone: mean KL(float || that) over ``images`` and its share of the summed KL.
 
     Sorted most sensitive first; the ``rank`` order is what a mixed-precision search would spend bits on.
+    ``bits`` is the layer's bit widths in the analyzed recipe (:func:`unit_bits`; per layer in a mixed recipe).
     """
     ref = F.log_softmax(mixer.model(images), -1)
     rows = []
@@ -64,7 +74,7 @@ def sensitivity(mixer: Mixer, images: torch.Tensor, show_progress: bool = True) 
             out = F.log_softmax(m(images), -1)
         kl = float(F.kl_div(out, ref, log_target=True, reduction="batchmean"))
         agree = 100.0 * (out.argmax(-1) == ref.argmax(-1)).float().mean().item()
-        rows.append({"layer": name, "kl": max(kl, 0.0), "agreement": agree})
+        rows.append({"layer": name, "bits": unit_bits(mixer.modules[name]), "kl": max(kl, 0.0), "agreement": agree})
     total = sum(r["kl"] for r in rows) or 1.0
     rows.sort(key=lambda r: -r["kl"])
     for rank, r in enumerate(rows, 1):
