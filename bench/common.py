@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 import vitq
-from vitq.data import make_loader, open_dataset, random_subset
+from vitq.data import first_subset, make_loader, open_dataset, random_subset
 from vitq.models import data_config_of, load_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,8 +26,8 @@ def load_cifar(calib_size: int = 256, seed: int = 0, limit: int | None = None):
     model = load_model(checkpoint=str(CIFAR_MODEL))
     cfg = data_config_of(model)
     test = open_dataset(CIFAR_DATA, "test", cfg)
-    n = len(test) if limit is None else min(limit, len(test))
-    loader = make_loader(torch.utils.data.Subset(test, range(n)), batch_size=500, workers=2)
+    subset = first_subset(test, limit)  # class-balanced: the folder is sorted by class
+    loader = make_loader(subset, batch_size=500, workers=2)
     xs, ys = zip(*loader)
     calib_set = random_subset(open_dataset(CIFAR_DATA, "train", cfg), calib_size, seed)
     calib = [x for x, _ in make_loader(calib_set, batch_size=64)]
