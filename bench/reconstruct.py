@@ -29,8 +29,9 @@ OUT = Path(__file__).resolve().parent / "out" / "reconstruct.jsonl"
 PLOT = REPO / "docs" / "reconstruct.png"
 HEADLINE = [("best", 4, 4), ("best_recon", 4, 4), ("best", 3, 3), ("best_recon", 3, 3), ("best", 2, 4),
             ("best_recon", 2, 4)]
-# label -> reconstruct arguments, applied on top of best at the given bits
+# label -> reconstruct arguments, applied on top of best at the given bits (None: best without reconstruction)
 ABLATION = {
+    "none (best alone)": None,
     "rounding + step sizes + QDrop (default)": {},
     "rounding only": {"step_sizes": False},
     "step sizes only": {"weight_rounding": False},
